@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Set up (or check) the project environment in .venv/. Both README commands call this first.
+#
+# Idempotent: a stamp records a hash of everything that decides the environment; when nothing
+# changed it exits in well under a second. Steps, in order:
+#   1. .venv with Python 3.11
+#   2. the locked Python stack (requirements/lock.txt, --no-deps: no resolver, exact versions)
+#   3. horovod, from a wheel built once per machine and cached outside the clone
+#   4. the Delta jars, resolved once with Maven into a cache, copied into .venv/share/distill/jars
+#   5. this project, editable
+# After the first run nothing here needs the network (pip and Maven read their caches).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv"
+cache=${DISTILL_CACHE:-$HOME/.cache/distill}
+stamp="$venv/.bootstrap-stamp"
+py=${PYTHON:-python3.11}
+
+want=$(cd "$root" && cat scripts/bootstrap.sh scripts/build_horovod.sh requirements/lock.txt \
+  requirements/delta-jars.pom.xml pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+need() { command -v "$1" >/dev/null 2>&1 || { say "missing '$1': $2"; exit 3; }; }
+need "$py" "Python 3.11 is required (set PYTHON=/path/to/python3.11)"
+need java "a JDK 17 is required by Spark 4.1"
+need mvn "Maven resolves the Delta jars once (apt-get install maven)"
+need g++ "g++ builds horovod and runs C++ code tests"
+start=$(date +%s)
+
+# 1. the venv
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating .venv with $($py --version)"
+  "$py" -m venv "$venv"
+fi
+"$venv/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+  || { say ".venv is not Python 3.11: remove it and re-run"; exit 3; }
+"$venv/bin/python" -m pip install -q pip==25.3
+
+# 2. the locked stack. torch comes from PyPI's 2.13.0 (see scripts/lock.sh for why).
+say "installing requirements/lock.txt (first time: ~5 GB, a few minutes)"
+"$venv/bin/python" -m pip install -q --no-deps -r "$root/requirements/lock.txt"
+
+# 3. horovod
+if ! command -v cmake >/dev/null 2>&1; then
+  say "no cmake on PATH: installing one into .venv for the horovod build"
+  "$venv/bin/python" -m pip install -q cmake
+  export PATH="$venv/bin:$PATH"
+fi
+wheel=$("$root/scripts/build_horovod.sh" "$venv/bin/python" | tail -n1)
+"$venv/bin/python" -m pip install -q --no-deps --force-reinstall "$wheel"
+
+# 4. the Delta jars
+jar_cache="$cache/jars/$(sha256sum "$root/requirements/delta-jars.pom.xml" | cut -c1-12)"
+if [ ! -f "$jar_cache/.complete" ]; then
+  say "resolving Delta jars with Maven into $jar_cache"
+  rm -rf "$jar_cache"
+  mvn -q -B -f "$root/requirements/delta-jars.pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$jar_cache"
+  touch "$jar_cache/.complete"
+fi
+# Spark already ships most of Delta's dependencies (hadoop, parquet, jackson, scala...); two copies of a
+# class on the classpath is a bug waiting to happen, so only the jars Spark lacks are kept.
+spark_jars=$("$venv/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')
+strip_version() { sed -E 's/-[0-9][0-9A-Za-z.+-]*\.jar$//'; }
+have=$(ls "$spark_jars" | strip_version | sort -u)
+dest="$venv/share/distill/jars"
+rm -rf "$dest" && mkdir -p "$dest"
+for jar in "$jar_cache"/*.jar; do
+  name=$(basename "$jar" | strip_version)
+  grep -qxF "$name" <<<"$have" || cp "$jar" "$dest/"
+done
+ls "$dest"/delta-spark_*.jar >/dev/null
+
+# 5. the project
+"$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root"
+"$venv/bin/python" -c 'import distill, pyspark, delta, torch, vllm, horovod.torch, math_verify, FlagEmbedding' \
+  2>/dev/null || { say "import check failed:"; "$venv/bin/python" -c 'import distill, pyspark, delta, torch, vllm, horovod.torch, math_verify, FlagEmbedding'; }
+
+echo "$want" > "$stamp"
+say "environment ready in $(( $(date +%s) - start )) s"
