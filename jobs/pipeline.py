@@ -1,0 +1,38 @@
+"""pipeline: the whole recipe, in order, in one Spark session. Each step records its own run.
+
+This list is the recipe. Later stages join it as they land:
+prepare (dedup, filters, decontamination) -> generate (teachers + verify-until-0.9 loop) -> score
+(perplexity, n-grams, structure) -> curate (thresholds) -> report -> export -> train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "run the whole pipeline (the default job)"
+
+PIPELINE = (
+    "ingest",
+)
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(spark, cfg, args, rec) -> None:
+    from distill.runs import RunRecorder
+
+    for name in PIPELINE:
+        job = importlib.import_module(f"jobs.{name}")
+        step_args = argparse.Namespace(**{**_defaults(job), **vars(args)})
+        with rec.step(name), RunRecorder(spark, cfg, name) as step:
+            job.run(spark, cfg, step_args, step)
+        rec.count(f"{name}.succeeded", 1)
+
+
+def _defaults(job) -> dict:
+    parser = argparse.ArgumentParser()
+    job.add_arguments(parser)
+    return vars(parser.parse_args([]))

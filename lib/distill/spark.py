@@ -1,0 +1,96 @@
+"""The one Spark session factory.
+
+Settings are layered, lowest first:
+  1. built-in defaults for a single machine (local[*], Delta on, warehouse, the venv's python for workers);
+  2. the config's `spark.conf` (and `spark.master`);
+  3. whatever spark-submit was given (`--master spark://...`, `--conf`, spark-defaults.conf).
+So a cluster run is the same code with spark-submit's settings on top.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from pathlib import Path
+
+from distill.config import Config
+
+DELTA_SETTINGS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def delta_jars() -> list[str]:
+    """The Delta jars bootstrap placed in the environment (DISTILL_JARS_DIR overrides)."""
+    folder = os.environ.get("DISTILL_JARS_DIR") or str(Path(sys.prefix) / "share" / "distill" / "jars")
+    jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
+    if not any("delta-spark" in os.path.basename(j) for j in jars):
+        raise RuntimeError(f"no Delta jars in {folder}: run scripts/bootstrap.sh (or set DISTILL_JARS_DIR)")
+    return jars
+
+
+def resolve_path(path: str) -> str:
+    """Absolute form of a local path; URIs (s3a://, hdfs://, file:/...) are left as they are."""
+    if "://" in path or path.startswith("file:"):
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and tells the Python driver where its gateway is.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def default_settings(cfg: Config) -> dict[str, str]:
+    python = os.environ.get("PYSPARK_PYTHON", sys.executable)
+    settings = {
+        "spark.master": cfg.spark.master,
+        "spark.app.name": cfg.spark.app_name,
+        **DELTA_SETTINGS,
+        "spark.sql.warehouse.dir": resolve_path(cfg.warehouse) + "/_catalog",
+        # Workers must run the project's interpreter, or they cannot import pandas, torch, distill.
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": python,
+        # Reused Python workers keep their module-level model caches between tasks.
+        "spark.python.worker.reuse": "true",
+        "spark.driver.memory": "4g",
+        "spark.sql.shuffle.partitions": "8",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "true",
+        "spark.sql.debug.maxToStringFields": "200",
+        "spark.jars": ",".join(delta_jars()),
+        # Delta's change data feed on new tables: downstream jobs can read what changed.
+        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+    }
+    settings.update({k: _spark_value(v) for k, v in cfg.spark.conf.items()})
+    return settings
+
+
+def _spark_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def get_spark(cfg: Config):
+    """Start (or return) the session for `cfg`."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    settings = default_settings(cfg)
+    # pyspark takes the workers' interpreter from this variable, not from spark.pyspark.python.
+    os.environ.setdefault("PYSPARK_PYTHON", settings.get("spark.pyspark.python", sys.executable))
+    # pandas-on-Spark (used by pyspark.testing) wants this set before the JVM starts.
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    if launched_by_spark_submit():
+        # The JVM is up with spark-submit's settings; fill in only what it was not given.
+        SparkContext._ensure_initialized()
+        given = SparkConf()
+        settings = {k: v for k, v in settings.items() if not given.contains(k)}
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("DISTILL_SPARK_LOG_LEVEL", "WARN"))
+    return spark

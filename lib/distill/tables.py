@@ -1,0 +1,146 @@
+"""The project's Delta tables: names, schemas, keys, and the two ways jobs write them.
+
+Every table lives at `<warehouse>/<name>` and is registered under its bare name in the session
+catalog, so users query `queries`, `runs`, ... with SQL. Jobs write only through `merge_new`
+(insert rows whose key is not there yet: re-runs and retried tasks cannot duplicate) or
+`merge_upsert` (replace rows by key: for re-decided columns such as a query's status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill.config import Config
+from distill.spark import resolve_path
+
+MESSAGES = "array<struct<role:string,content:string>>"
+TEST_CASES = "struct<language:string,tests:array<struct<type:string,input:string,output:string,code:string>>>"
+CONSTRAINTS = "struct<instruction_id_list:array<string>,kwargs:array<string>>"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    keys: tuple[str, ...]
+    ddl: str  # the schema, as Spark DDL
+    comment: str
+
+
+TABLES = {
+    t.name: t
+    for t in [
+        Table(
+            "queries",
+            ("query_id",),
+            "query_id string not null, source string not null, source_id string, category string not null, "
+            f"messages {MESSAGES} not null, reference_answer string, test_cases {TEST_CASES}, "
+            f"constraints {CONSTRAINTS}, content_hash string not null, metadata string, "
+            "status string not null, drop_reason string, source_file string, source_line long, "
+            "ingest_run_id string not null, ingested_at timestamp not null",
+            "One row per distinct query. status: new (ingested) -> kept | dropped (by prepare, with drop_reason).",
+        ),
+        Table(
+            "quarantine",
+            ("quarantine_id",),
+            "quarantine_id string not null, source string not null, source_file string not null, "
+            "line long not null, reason string not null, detail string, raw string, raw_bytes long not null, "
+            "raw_truncated boolean not null, run_id string not null, quarantined_at timestamp not null",
+            "Input that could not become a query, with the reason. line is 1-based (a row index for Parquet).",
+        ),
+        Table(
+            "runs",
+            ("run_id",),
+            "run_id string not null, job string not null, status string not null, started_at timestamp not null, "
+            "finished_at timestamp, duration_s double, config string not null, config_hash string not null, "
+            "git_sha string, distill_version string not null, spark_master string, "
+            "counts map<string,bigint>, timings map<string,double>, table_versions map<string,bigint>, "
+            "error string",
+            "One row per job run: the resolved config, code version, counts, timings, and Delta versions written.",
+        ),
+    ]
+}
+
+
+def table_path(cfg: Config, name: str) -> str:
+    return resolve_path(cfg.warehouse).rstrip("/") + "/" + name
+
+
+def ensure_table(spark, cfg: Config, name: str):
+    """Create the table if it does not exist, register its name, and return a DeltaTable."""
+    from delta.tables import DeltaTable
+
+    table, path = TABLES[name], table_path(cfg, name)
+    (
+        DeltaTable.createIfNotExists(spark)
+        .location(path)
+        .addColumns(_schema(spark, table.ddl))
+        .comment(table.comment)
+        .execute()
+    )
+    _register(spark, name, path)
+    return DeltaTable.forPath(spark, path)
+
+
+# name -> location registered in this process's session catalog (in-memory: it lives as long as the session)
+_registered: dict[tuple[int, str], str] = {}
+
+
+def _register(spark, name: str, path: str) -> None:
+    key = (id(spark), name)
+    if _registered.get(key) == path:
+        return
+    # A session that switched warehouses (tests do) must not keep pointing the name at the old one.
+    spark.sql(f"DROP TABLE IF EXISTS {name}")
+    spark.sql(f"CREATE TABLE {name} USING DELTA LOCATION '{path}'")
+    _registered[key] = path
+
+
+def register_tables(spark, cfg: Config) -> list[str]:
+    """Make every existing table of the warehouse queryable by its name; return the names."""
+    from delta.tables import DeltaTable
+
+    found = []
+    for name in TABLES:
+        path = table_path(cfg, name)
+        if DeltaTable.isDeltaTable(spark, path):
+            _register(spark, name, path)
+            found.append(name)
+    return found
+
+
+def _schema(spark, ddl: str):
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(ddl)
+
+
+def _key_condition(keys: tuple[str, ...]) -> str:
+    return " AND ".join(f"t.{k} = s.{k}" for k in keys)
+
+
+def merge_new(spark, cfg: Config, name: str, df) -> dict:
+    """Insert the rows of `df` whose key is not in the table yet. Returns Delta's operation metrics."""
+    target = ensure_table(spark, cfg, name)
+    keys = TABLES[name].keys
+    target.alias("t").merge(df.alias("s"), _key_condition(keys)).whenNotMatchedInsertAll().execute()
+    return last_operation(target)
+
+
+def merge_upsert(spark, cfg: Config, name: str, df) -> dict:
+    """Insert new keys and overwrite existing ones with the rows of `df`."""
+    target = ensure_table(spark, cfg, name)
+    keys = TABLES[name].keys
+    (
+        target.alias("t")
+        .merge(df.alias("s"), _key_condition(keys))
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return last_operation(target)
+
+
+def last_operation(target) -> dict:
+    row = target.history(1).select("version", "operationMetrics").first()
+    metrics = {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).isdigit()}
+    return {"version": int(row["version"]), **metrics}

@@ -1,0 +1,67 @@
+"""Build a tiny causal LM on disk, offline, for tests and the embedded default.
+
+Nothing may be downloaded at run time, so tests and the local sample run make their own model: a
+byte-level BPE tokenizer trained on a little text, wrapped with a chat template, and a randomly
+initialised Qwen2 model small enough to load in seconds. Its text is noise; it exercises the real
+loading, tokenization, generation and log-prob paths of transformers and vLLM, not quality.
+vLLM's CPU attention needs head_dim >= 64, hence hidden 128 with 2 heads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+_DEFAULT_TEXT = [
+    "<think> Let me work through the problem step by step. </think> <answer> The answer is 42. </answer>",
+    "def solve(n):\n    return sum(range(n + 1))\n\nprint(solve(int(input())))",
+    "Write a short poem about the sea, in exactly three lines, without using commas.",
+    "The mitochondria produce most of the cell's chemical energy through respiration.",
+    "If a train travels 60 km in 45 minutes, its average speed is 80 km/h.",
+    "#include <iostream>\nint main() { long a, b; std::cin >> a >> b; std::cout << a + b; }",
+]
+
+
+def build_tiny_model(out_dir: str | Path, texts: list[str] | None = None, vocab_size: int = 512,
+                     seed: int = 0) -> Path:
+    """Write tokenizer + random Qwen2 weights to `out_dir` and return it. Idempotent."""
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
+        return out
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator((texts or _DEFAULT_TEXT) * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token=None, unk_token=None)
+    fast.chat_template = CHAT_TEMPLATE
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None,
+        tie_word_embeddings=True, torch_dtype="float32",
+    )
+    model = Qwen2ForCausalLM(config)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    fast.save_pretrained(tmp)
+    (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": fast.eos_token_id}))
+    tmp.rename(out)  # appear whole or not at all: a killed build must not leave a half model
+    return out

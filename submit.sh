@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Run a distill job with spark-submit:  ./submit.sh [JOB] [--conf FILE] [--set key=value ...] [job options]
+#
+#   ./submit.sh                                   # the whole pipeline on the bundled sample, local Spark
+#   ./submit.sh ingest --input my_queries.jsonl   # one job
+#   ./submit.sh sql "SELECT status, count(*) FROM queries GROUP BY 1" [--csv]
+#   ./submit.sh ingest --master spark://host:7077 --conf conf/cluster.yaml
+#
+# The story of a run, in order:
+#   1. set up .venv on first use (scripts/bootstrap.sh; seconds when nothing changed);
+#   2. turn the config into spark-submit settings (master, Delta jars, the venv's python for workers);
+#   3. ship the code to the executors as a zip (--py-files), so a cluster needs only the environment;
+#   4. spark-submit jobs/main.py, which runs the job and records it in the `runs` table.
+# Extra spark-submit options go in DISTILL_SUBMIT_ARGS, e.g. DISTILL_SUBMIT_ARGS="--executor-memory 8g".
+set -euo pipefail
+root=$(cd "$(dirname "$0")" && pwd)
+venv="$root/.venv"
+
+# 1. environment
+"$root/scripts/bootstrap.sh"
+
+# --master URL is spark-submit's word for it; here it is the config key spark.master.
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --master) args+=(--set "spark.master=${2:?--master needs a URL}"); shift 2 ;;
+    --master=*) args+=(--set "spark.master=${1#--master=}"); shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+
+# 3. the code, zipped for executors that do not share this checkout
+build="$root/build"
+mkdir -p "$build"
+pyzip="$build/distill-code.zip"
+(cd "$root/lib" && "$venv/bin/python" -m zipfile -c "$pyzip" distill >/dev/null)
+(cd "$root" && "$venv/bin/python" - "$pyzip" <<'PY'
+import sys, zipfile, pathlib
+with zipfile.ZipFile(sys.argv[1], "a") as z:
+    for p in sorted(pathlib.Path("jobs").glob("*.py")):
+        z.write(p, str(p))
+PY
+)
+
+# 2. spark-submit settings from the config (exit 2 with the key's name on a bad config)
+mapfile -t spark_args < <("$venv/bin/python" -m distill.submit_args "${args[@]+"${args[@]}"}" --py-files "$pyzip"; echo "rc=$?")
+rc=${spark_args[-1]#rc=}; unset 'spark_args[-1]'
+[ "$rc" = 0 ] || exit "$rc"
+
+# 4. run
+export PYSPARK_PYTHON="$venv/bin/python" PYSPARK_DRIVER_PYTHON="$venv/bin/python"
+# shellcheck disable=SC2086  # DISTILL_SUBMIT_ARGS is a list of words on purpose
+exec "$venv/bin/spark-submit" "${spark_args[@]}" ${DISTILL_SUBMIT_ARGS:-} \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$root/conf/log4j2.properties" \
+  "$root/jobs/main.py" "${args[@]+"${args[@]}"}"
