@@ -1,0 +1,86 @@
+"""Shared fixtures: one small Spark + Delta session for the whole test run, a warehouse per test.
+
+The session comes from the project's own factory (distill.spark.get_spark), so the tests exercise
+the settings users get, scaled down: local[2], no UI, few partitions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+TEST_SPARK = [
+    "spark.master=local[2]",
+    "spark.app_name=distill-tests",
+    "spark.conf.spark.ui.enabled=false",
+    "spark.conf.spark.ui.showConsoleProgress=false",
+    "spark.conf.spark.sql.shuffle.partitions=2",
+    "spark.conf.spark.default.parallelism=2",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=1",
+    "spark.conf.spark.driver.memory=2g",
+]
+
+
+def make_config(tmp_path: Path, *overrides: str):
+    from distill.config import load_config
+
+    return load_config(
+        None,
+        [*TEST_SPARK, f"warehouse={tmp_path / 'warehouse'}", f"output_dir={tmp_path / 'out'}", *overrides],
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from distill.spark import get_spark
+
+    cfg = make_config(tmp_path_factory.mktemp("session"))
+    session = get_spark(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return make_config(tmp_path)
+
+
+def run_cli(*argv: str) -> int:
+    """Run `distill ...` in this process (it reuses the session fixture's Spark)."""
+    from distill.cli import main
+
+    return main(list(argv))
+
+
+def cli_overrides(cfg) -> list[str]:
+    """--set arguments that point a CLI run at `cfg`'s warehouse with the test Spark settings."""
+    out = []
+    for item in [*TEST_SPARK, f"warehouse={cfg.warehouse}", f"output_dir={cfg.output_dir}"]:
+        out += ["--set", item]
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def venv_bin(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+def run_subprocess(cmd: list[str], timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, **kw.pop("env", {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=kw.pop("cwd", ROOT), env=env, **kw)

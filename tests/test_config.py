@@ -1,0 +1,104 @@
+"""Config: the shipped YAML files load; every kind of mistake is an error that names the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.config import Config, ConfigError, SourceConfig, load_config
+from tests.conftest import ROOT
+
+
+def test_shipped_configs_load():
+    local = load_config(ROOT / "conf/local.yaml")
+    assert local.warehouse == "./warehouse"
+    assert local.spark.master == "local[*]"
+    assert [s.name for s in local.ingest.sources] == ["sample"]
+    assert [t.engine for t in local.teachers] == ["replay", "replay", "replay"]
+    cluster = load_config(ROOT / "conf/cluster.example.yaml")
+    assert {t.engine for t in cluster.teachers} >= {"vllm", "openai"}
+    assert cluster.prepare.embedder.path.endswith("bge-m3")
+    assert cluster.score.reference_model is not None
+
+
+def test_defaults_without_a_file():
+    assert load_config(None) == Config()
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("warehous: /x\n", "warehous: unknown key"),
+        ("ingest:\n  max_line_bytes: lots\n", "ingest.max_line_bytes: expected an integer, got str 'lots'"),
+        ("ingest:\n  max_line_bytes: true\n", "ingest.max_line_bytes: expected an integer, got bool"),
+        ("ingest:\n  sources:\n    - name: a\n", "ingest.sources.0.path: required key is missing"),
+        ("ingest:\n  sources:\n    - {name: a, path: p, format: csv}\n",
+         "ingest.sources.0.format: must be one of auto, jsonl, parquet; got 'csv'"),
+        ("teachers:\n  - {name: t, engine: vllm, model: m, sampling: 3}\n",
+         "teachers.0.sampling: expected a mapping, got int 3"),
+        ("spark:\n  conf:\n    spark.x: [1]\n", "spark.conf.spark.x: expected"),
+        ("prepare:\n  similarity_threshold: high\n", "prepare.similarity_threshold: expected a number"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("a: [\n", "is not valid YAML"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["ingest.max_line_bytes=1000", "prepare.similarity_threshold=0.85",
+                             "spark.conf.spark.sql.shuffle.partitions=4", "warehouse=/tmp/w",
+                             "spark.conf.spark.ui.enabled=false"])
+    assert cfg.ingest.max_line_bytes == 1000
+    assert cfg.prepare.similarity_threshold == 0.85
+    # a mapping key may hold dots: everything after `spark.conf.` is the Spark setting's name
+    assert cfg.spark.conf == {"spark.sql.shuffle.partitions": 4, "spark.ui.enabled": False}
+    assert cfg.warehouse == "/tmp/w"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("ingest.max_line_bytes=abc", "ingest.max_line_bytes: expected an integer, got str 'abc'"),
+        ("ingest.max_line_byte=1", "ingest.max_line_byte: unknown key"),
+        ("nope=1", "nope: unknown key"),
+        ("warehouse.x=1", "warehouse: is a single value"),
+        ("teachers.0.name=x", "teachers.0: no list item '0'"),
+        ("ingest.max_line_bytes", "expected key=value"),
+        ("prepare.similarity_threshold=[1", "is not valid YAML"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_override_into_a_list_item(tmp_path):
+    path = write(tmp_path, "ingest:\n  sources:\n    - {name: a, path: p}\n")
+    cfg = load_config(path, ["ingest.sources.0.format=parquet"])
+    assert cfg.ingest.sources == [SourceConfig(name="a", path="p", format="parquet")]
+
+
+def test_resolved_config_round_trips():
+    cfg = load_config(ROOT / "conf/local.yaml", ["ingest.max_line_bytes=7"])
+    import json
+
+    again = load_config(None, [])
+    assert again != cfg
+    rebuilt = json.loads(cfg.to_json())
+    assert rebuilt["ingest"]["max_line_bytes"] == 7
+    assert rebuilt["teachers"][0]["name"] == "teacher-a"
