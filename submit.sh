@@ -43,12 +43,15 @@ PY
 )
 
 # 2. spark-submit settings from the config (exit 2 with the key's name on a bad config)
-mapfile -t spark_args < <("$venv/bin/python" -m distill.submit_args "${args[@]+"${args[@]}"}" --py-files "$pyzip"; echo "rc=$?")
-rc=${spark_args[-1]#rc=}; unset 'spark_args[-1]'
+rc=0
+settings=$("$venv/bin/python" -m distill.submit_args "${args[@]+"${args[@]}"}" --py-files "$pyzip") || rc=$?
 [ "$rc" = 0 ] || exit "$rc"
+mapfile -t spark_args <<<"$settings"
 
 # 4. run
 export PYSPARK_PYTHON="$venv/bin/python" PYSPARK_DRIVER_PYTHON="$venv/bin/python"
+# Local mode talks only to itself: bind to loopback rather than guess a network address.
+[[ "${spark_args[1]}" == local* ]] && export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}
 # shellcheck disable=SC2086  # DISTILL_SUBMIT_ARGS is a list of words on purpose
 exec "$venv/bin/spark-submit" "${spark_args[@]}" ${DISTILL_SUBMIT_ARGS:-} \
   --driver-java-options "-Dlog4j2.configurationFile=file:$root/conf/log4j2.properties" \

@@ -57,7 +57,7 @@ jar_cache="$cache/jars/$(sha256sum "$root/requirements/delta-jars.pom.xml" | cut
 if [ ! -f "$jar_cache/.complete" ]; then
   say "resolving Delta jars with Maven into $jar_cache"
   rm -rf "$jar_cache"
-  mvn -q -B -f "$root/requirements/delta-jars.pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$root/requirements/delta-jars.pom.xml" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$jar_cache"
   touch "$jar_cache/.complete"
 fi

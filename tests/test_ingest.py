@@ -5,14 +5,16 @@ mappings work, and the run is recorded in `runs`."""
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from distill.ids import stable_id
-from tests.conftest import cli_overrides, run_cli
+from tests.conftest import ROOT, cli_overrides, run_cli
 
 GOOD = [
     {"id": "m1", "category": "math", "query": "What is 6 times 7?", "reference_answer": "42"},
@@ -165,3 +167,26 @@ def test_sql_reads_tables_by_name(spark, cfg, tmp_path, capsys):
 def test_config_errors_exit_2_and_name_the_key(cfg, capsys):
     assert run_cli("ingest", "--set", "ingest.max_line_bytes=big", *cli_overrides(cfg)) == 2
     assert "ingest.max_line_bytes: expected an integer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_notebook_runs_headless_against_a_warehouse(spark, cfg, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    src = tmp_path / "q.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in GOOD) + "\n{bad\n")
+    assert run_cli("ingest", "--input", str(src), *cli_overrides(cfg)) == 0
+    nb = nbformat.read(ROOT / "notebooks/explore_warehouse.ipynb", as_version=4)
+    os.environ["DISTILL_WAREHOUSE"] = cfg.warehouse
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        del os.environ["DISTILL_WAREHOUSE"]
+    outputs = {i: "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+               for i, cell in enumerate(nb.cells) if cell.cell_type == "code"}
+    assert "'queries'" in outputs[1] and "'quarantine'" in outputs[1] and "'runs'" in outputs[1]
+    by_category = outputs[3]
+    for category in ("code", "math", "multi_turn"):
+        assert category in by_category
+    assert "invalid_json" in outputs[5]

@@ -83,6 +83,9 @@ def get_spark(cfg: Config):
     os.environ.setdefault("PYSPARK_PYTHON", settings.get("spark.pyspark.python", sys.executable))
     # pandas-on-Spark (used by pyspark.testing) wants this set before the JVM starts.
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    if settings.get("spark.master", "").startswith("local"):
+        # Local mode talks only to itself: bind to loopback rather than guess a network address.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     if launched_by_spark_submit():
         # The JVM is up with spark-submit's settings; fill in only what it was not given.
         SparkContext._ensure_initialized()
