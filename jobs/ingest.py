@@ -6,6 +6,8 @@ keys). The job exits 0 even when every line is bad: bad input is data, recorded 
 
 from __future__ import annotations
 
+import os
+
 from pyspark.sql import functions as F
 
 from distill.config import SourceConfig
@@ -24,8 +26,6 @@ def add_arguments(parser) -> None:
 
 def sources_from(cfg, args) -> list[SourceConfig]:
     if args.input:
-        import os
-
         return [SourceConfig(name=args.source or os.path.basename(p.rstrip("/")).split(".")[0], path=p)
                 for p in args.input]
     return cfg.ingest.sources
@@ -41,7 +41,8 @@ def run(spark, cfg, args, rec) -> None:
         listed = [(src, list_files(src.path)) for src in sources]
     for src, files in listed:
         if not files:
-            print(f"ingest: warning: source {src.name!r} matched no files at {src.path!r}")
+            # A typo in a path must not look like an empty corpus.
+            raise SystemExit(f"ingest: source {src.name!r}: no input files at {src.path!r}")
         rec.count("files", len(files))
     tasks = file_tasks(listed)
 

@@ -190,3 +190,10 @@ def test_notebook_runs_headless_against_a_warehouse(spark, cfg, tmp_path):
     for category in ("code", "math", "multi_turn"):
         assert category in by_category
     assert "invalid_json" in outputs[5]
+
+
+def test_a_path_that_matches_nothing_is_an_error_not_an_empty_corpus(spark, cfg, tmp_path, capsys):
+    assert run_cli("ingest", "--input", str(tmp_path / "typo.jsonl"), *cli_overrides(cfg)) == 2
+    assert "no input files at" in capsys.readouterr().err
+    run = table(spark, cfg, "runs").first()
+    assert (run.job, run.status) == ("ingest", "failed") and "no input files" in run.error

@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     from distill.runs import RunRecorder
     from distill.spark import get_spark
 
-    spark = get_spark(cfg)
+    try:
+        spark = get_spark(cfg)
+    except Exception as err:  # noqa: BLE001 - e.g. no Java, no Delta jars: say so without a traceback
+        print(f"distill: cannot start Spark: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     module = modules[args.job]
     try:
         if getattr(module, "RECORD", True):
