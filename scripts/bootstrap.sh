@@ -57,8 +57,10 @@ jar_cache="$cache/jars/$(sha256sum "$root/requirements/delta-jars.pom.xml" | cut
 if [ ! -f "$jar_cache/.complete" ]; then
   say "resolving Delta jars with Maven into $jar_cache"
   rm -rf "$jar_cache"
-  mvn -q -B -Dstyle.color=never -f "$root/requirements/delta-jars.pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$jar_cache"
+  mvn_log=$(mktemp)
+  mvn -B -Dstyle.color=never -f "$root/requirements/delta-jars.pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$jar_cache" >"$mvn_log" 2>&1 || { cat "$mvn_log"; exit 1; }
+  rm -f "$mvn_log"
   touch "$jar_cache/.complete"
 fi
 # Spark already ships most of Delta's dependencies (hadoop, parquet, jackson, scala...); two copies of a
