@@ -14,6 +14,7 @@ HELP = "run the whole pipeline (the default job)"
 
 PIPELINE = (
     "ingest",
+    "prepare",
 )
 
 

@@ -17,6 +17,7 @@ def test_shipped_configs_load():
     cluster = load_config(ROOT / "conf/cluster.example.yaml")
     assert {t.engine for t in cluster.teachers} >= {"vllm", "openai"}
     assert cluster.prepare.embedder.path.endswith("bge-m3")
+    assert [b.name for b in local.prepare.decontam.benchmarks] == ["sample-bench"]
     assert cluster.score.reference_model is not None
 
 
@@ -42,7 +43,9 @@ def write(tmp_path, text):
         ("teachers:\n  - {name: t, engine: vllm, model: m, sampling: 3}\n",
          "teachers.0.sampling: expected a mapping, got int 3"),
         ("spark:\n  conf:\n    spark.x: [1]\n", "spark.conf.spark.x: expected"),
-        ("prepare:\n  similarity_threshold: high\n", "prepare.similarity_threshold: expected a number"),
+        ("prepare:\n  decontam:\n    similarity_threshold: high\n",
+         "prepare.decontam.similarity_threshold: expected a number"),
+        ("prepare:\n  filters:\n    enabled: [urls]\n", "prepare.filters.enabled: unknown rule(s) ['urls']"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("a: [\n", "is not valid YAML"),
     ],
@@ -59,11 +62,11 @@ def test_missing_file_is_a_config_error(tmp_path):
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, ["ingest.max_line_bytes=1000", "prepare.similarity_threshold=0.85",
+    cfg = load_config(None, ["ingest.max_line_bytes=1000", "prepare.decontam.similarity_threshold=0.85",
                              "spark.conf.spark.sql.shuffle.partitions=4", "warehouse=/tmp/w",
                              "spark.conf.spark.ui.enabled=false"])
     assert cfg.ingest.max_line_bytes == 1000
-    assert cfg.prepare.similarity_threshold == 0.85
+    assert cfg.prepare.decontam.similarity_threshold == 0.85
     # a mapping key may hold dots: everything after `spark.conf.` is the Spark setting's name
     assert cfg.spark.conf == {"spark.sql.shuffle.partitions": 4, "spark.ui.enabled": False}
     assert cfg.warehouse == "/tmp/w"
@@ -78,7 +81,7 @@ def test_overrides_are_typed():
         ("warehouse.x=1", "warehouse: is a single value"),
         ("teachers.0.name=x", "teachers.0: no list item '0'"),
         ("ingest.max_line_bytes", "expected key=value"),
-        ("prepare.similarity_threshold=[1", "is not valid YAML"),
+        ("prepare.decontam.similarity_threshold=[1", "is not valid YAML"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

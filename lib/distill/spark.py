@@ -96,4 +96,8 @@ def get_spark(cfg: Config):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("DISTILL_SPARK_LOG_LEVEL", "WARN"))
+    # pyspark logs every failed DataFrame call as a multi-kilobyte JSON record; the CLI reports the error itself.
+    import logging
+
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
     return spark

@@ -36,8 +36,10 @@ TABLES = {
             f"messages {MESSAGES} not null, reference_answer string, test_cases {TEST_CASES}, "
             f"constraints {CONSTRAINTS}, content_hash string not null, metadata string, "
             "status string not null, drop_reason string, source_file string, source_line long, "
-            "ingest_run_id string not null, ingested_at timestamp not null",
-            "One row per distinct query. status: new (ingested) -> kept | dropped (by prepare, with drop_reason).",
+            "ingest_run_id string not null, ingested_at timestamp not null, "
+            "norm_hash string, signals map<string,double>, prepare_key string, prepared_at timestamp",
+            "One row per distinct query. status: new (ingested) -> kept | dropped (by prepare, with drop_reason); "
+            "signals are the filter scores, prepare_key the prepare config that judged it.",
         ),
         Table(
             "quarantine",
@@ -46,6 +48,19 @@ TABLES = {
             "line long not null, reason string not null, detail string, raw string, raw_bytes long not null, "
             "raw_truncated boolean not null, run_id string not null, quarantined_at timestamp not null",
             "Input that could not become a query, with the reason. line is 1-based (a row index for Parquet).",
+        ),
+        Table(
+            "embeddings",
+            ("text_hash", "model"),
+            "text_hash string not null, model string not null, vector array<float> not null",
+            "Embedding cache keyed by exact text and model: changing a threshold never re-embeds.",
+        ),
+        Table(
+            "decontam_matches",
+            ("query_id", "benchmark", "item_id", "method"),
+            "query_id string not null, benchmark string not null, item_id string not null, method string not null, "
+            "similarity double not null, prepare_key string not null",
+            "Queries that match a benchmark item: method exact | ngram<N> | semantic, with the similarity.",
         ),
         Table(
             "runs",
@@ -122,8 +137,20 @@ def merge_new(spark, cfg: Config, name: str, df) -> dict:
     """Insert the rows of `df` whose key is not in the table yet. Returns Delta's operation metrics."""
     target = ensure_table(spark, cfg, name)
     keys = TABLES[name].keys
+    df = _align(df, _schema(spark, TABLES[name].ddl))
     target.alias("t").merge(df.alias("s"), _key_condition(keys)).whenNotMatchedInsertAll().execute()
     return last_operation(target)
+
+
+def _align(df, schema):
+    """`df` with the table's columns in order; columns a writer does not own (filled by a later job) are null."""
+    from pyspark.sql import functions as F
+
+    unknown = set(df.columns) - set(schema.fieldNames())
+    if unknown:
+        raise ValueError(f"columns {sorted(unknown)} are not in the table schema")
+    return df.select([F.col(f.name) if f.name in df.columns else F.lit(None).cast(f.dataType).alias(f.name)
+                      for f in schema.fields])
 
 
 def merge_upsert(spark, cfg: Config, name: str, df) -> dict:
@@ -138,6 +165,23 @@ def merge_upsert(spark, cfg: Config, name: str, df) -> dict:
         .execute()
     )
     return last_operation(target)
+
+
+def merge_update(spark, cfg: Config, name: str, df, columns: list[str]) -> dict:
+    """Set `columns` of existing rows from `df` (matched by key); rows not in the table are ignored."""
+    target = ensure_table(spark, cfg, name)
+    keys = TABLES[name].keys
+    target.alias("t").merge(df.alias("s"), _key_condition(keys)).whenMatchedUpdate(
+        set={c: f"s.{c}" for c in columns}).execute()
+    return last_operation(target)
+
+
+def merge_replace(spark, cfg: Config, name: str, df, scope_column: str, scope) -> dict:
+    """Replace every row whose `scope_column` is in `scope` (a one-column DataFrame) with the rows of `df`:
+    delete the scope's old rows, insert the new. Re-running after a crash between the two repeats both."""
+    target = ensure_table(spark, cfg, name)
+    target.alias("t").merge(scope.alias("s"), f"t.{scope_column} = s.{scope_column}").whenMatchedDelete().execute()
+    return merge_new(spark, cfg, name, df)
 
 
 def last_operation(target) -> dict:

@@ -1,0 +1,168 @@
+"""prepare: judge queries: heuristic filters, benchmark decontamination (exact, n-gram, semantic),
+exact and near-duplicate dedup. Sets `status` (kept | dropped) and `drop_reason` in `queries`, writes
+`decontam_matches`, caches embeddings in `embeddings`.
+
+Incremental: it judges only queries that are `new` or were judged under another prepare config
+(`prepare_key`). New queries are still deduplicated against the ones kept before, and those keep
+their status. Embeddings are cached by text and model, so a changed threshold re-decides without
+re-embedding.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import functions as F
+
+from distill.benchmarks import BenchmarkError, read_benchmark
+from distill.ids import canonical_json, stable_id
+from distill.stages import prepare as st
+from distill.tables import merge_new, merge_replace, merge_update, table_path
+from distill.textsig import text_hash
+
+HELP = "filter, decontaminate and deduplicate new queries (status/drop_reason in `queries`)"
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def prepare_key(cfg, bench_rows) -> str:
+    """Everything that decides a query's fate: thresholds, methods, the embedder, the benchmark items."""
+    p = cfg.prepare
+    decisive = {
+        "filters": vars(p.filters), "dedup": vars(p.dedup),
+        "decontam": {k: v for k, v in vars(p.decontam).items() if k not in ("benchmarks", "block_rows")},
+        "embedder": [p.embedder.path, p.embedder.pooling, p.embedder.max_length],
+        "benchmarks": sorted((b, i, h) for b, i, _, h in bench_rows),
+    }
+    return stable_id("prepare", canonical_json(decisive))[:16]
+
+
+def read_benchmarks(cfg) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for i, src in enumerate(cfg.prepare.decontam.benchmarks):
+        for item_id, text in read_benchmark(src, f"prepare.decontam.benchmarks.{i}"):
+            rows.append((src.name, item_id, text, text_hash(text)))
+    return rows
+
+
+def _exact_text_hash(col):
+    return F.substring(F.sha2(col, 256), 1, 32)
+
+
+def run(spark, cfg, args, rec) -> None:
+    from delta.tables import DeltaTable
+
+    p = cfg.prepare
+    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "queries")):
+        raise SystemExit("prepare: no `queries` table yet; run ingest first")
+    with rec.step("benchmarks"):
+        try:
+            bench_rows = read_benchmarks(cfg)
+        except BenchmarkError as err:
+            raise SystemExit(f"config error: {err}") from None
+    rec.count("benchmark_items", len(bench_rows))
+    key = prepare_key(cfg, bench_rows)
+    bench = spark.createDataFrame(bench_rows, "benchmark string, item_id string, text string, norm_hash string")
+
+    queries = spark.read.format("delta").load(table_path(cfg, "queries"))
+    judged_now = F.col("prepare_key") == F.lit(key)
+    todo = queries.filter(~F.coalesce(judged_now, F.lit(False)) | (F.col("status") == "new"))
+    settled = queries.filter(judged_now & (F.col("status") == "kept"))
+
+    with rec.step("signals"):
+        todo = st.filter_reasons(st.with_signals(todo), p.filters).persist()
+        n_todo = todo.count()
+    rec.count("todo", n_todo)
+    if n_todo == 0:
+        print("prepare: nothing to judge (every query was judged under this config)")
+        return
+    passing = todo.filter(F.col("filter_reason").isNull())
+
+    # --- decontamination -------------------------------------------------------------------------
+    d = p.decontam
+    matches = spark.createDataFrame([], st.MATCH_SCHEMA)
+    if bench_rows:
+        if d.exact:
+            matches = matches.unionByName(st.exact_matches(passing, bench))
+        if d.ngram:
+            matches = matches.unionByName(st.ngram_matches(passing, bench, d.ngram_n))
+        if d.semantic:
+            with rec.step("embed"):
+                vectors = _vectors(spark, cfg, rec, passing.select("query_id", "text"),
+                                   bench.select("benchmark", "item_id", "text"))
+            q_vecs, b_vecs = vectors
+            bench_path = table_path(cfg, f"_prepare/bench_vectors/{key}")
+            b_vecs.coalesce(1).write.mode("overwrite").parquet(bench_path)
+            matches = matches.unionByName(st.semantic_matches(q_vecs, bench_path, d.similarity_threshold,
+                                                              d.block_rows))
+    with rec.step("decontam"):
+        matches = matches.withColumn("prepare_key", F.lit(key)).persist()
+        for row in matches.groupBy("method").count().collect():
+            rec.count(f"matches.{row['method']}", row["count"])
+
+    # --- dedup among what survives, old kept queries first ----------------------------------------
+    with rec.step("dedup"):
+        fresh = passing.join(matches.select("query_id").distinct(), "query_id", "left_anti")
+        cols = ["query_id", "norm_hash", "text", "ingested_at", "source_file", "source_line"]
+        settled_c = st.with_signals(settled).select(*cols, F.lit(True).alias("settled"))
+        fresh_c = fresh.select(*cols, F.lit(False).alias("settled"))
+        candidates = st.survivor_order(settled_c.unionByName(fresh_c))
+        dups = st.exact_duplicates(candidates) if p.dedup.exact else spark.createDataFrame(
+            [], "query_id string, duplicate_of string")
+        if p.dedup.near:
+            remaining = candidates.join(dups, "query_id", "left_anti")
+            near = st.near_duplicates(remaining.filter("NOT settled"), remaining, p.dedup)
+        else:
+            near = spark.createDataFrame([], "query_id string, near_duplicate_of string")
+
+    with rec.step("write"):
+        decided = st.decide(todo, matches, dups, near).withColumn("prepare_key", F.lit(key)).withColumn(
+            "prepared_at", F.current_timestamp()).persist()
+        for row in decided.groupBy("status", F.split("drop_reason", ":")[0].alias("why")).count().collect():
+            rec.count(row["status"] if row["status"] == "kept" else f"dropped.{row['why']}", row["count"])
+        metrics = merge_replace(spark, cfg, "decontam_matches", matches, "query_id", todo.select("query_id"))
+        rec.wrote("decontam_matches", metrics["version"])
+        metrics = merge_update(spark, cfg, "queries", decided, ["status", "drop_reason", "norm_hash", "signals",
+                                                                "prepare_key", "prepared_at"])
+        rec.wrote("queries", metrics["version"])
+    for df in (todo, matches, decided):
+        df.unpersist()
+    c = rec.counts
+    dropped = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.")}
+    print(f"prepare: judged {n_todo} queries: {c.get('kept', 0)} kept, dropped {dropped or 'none'}; "
+          f"embedded {c.get('embedded', 0)} new texts")
+
+
+def _vectors(spark, cfg, rec, query_texts, bench_texts):
+    """Embed the texts not yet in the `embeddings` cache, then return (query vectors, benchmark vectors)."""
+    from delta.tables import DeltaTable
+
+    e = cfg.prepare.embedder
+    model = f"{e.path}|{e.pooling}|{e.max_length}"
+    texts = query_texts.select("text").unionByName(bench_texts.select("text")).distinct().withColumn(
+        "text_hash", _exact_text_hash(F.col("text")))
+    cache_path = table_path(cfg, "embeddings")
+    if DeltaTable.isDeltaTable(spark, cache_path):
+        cached = spark.read.format("delta").load(cache_path).filter(F.col("model") == model).select("text_hash")
+        missing = texts.join(cached, "text_hash", "left_anti")
+    else:
+        missing = texts
+    missing = missing.persist()
+    n_missing = missing.count()
+    rec.count("embedded", n_missing)
+    if n_missing:
+        parallelism = spark.sparkContext.defaultParallelism
+        # one task per core (and more for big inputs), one torch thread per task: no oversubscription
+        parts = max(parallelism, n_missing // 20_000)
+        threads = int(spark.conf.get("spark.task.cpus", "1"))
+        embedded = st.embed_texts(missing.repartition(parts), e, threads).withColumn("model", F.lit(model))
+        metrics = merge_new(spark, cfg, "embeddings", embedded)
+        rec.wrote("embeddings", metrics["version"])
+    missing.unpersist()
+    cache = spark.read.format("delta").load(cache_path).filter(F.col("model") == model).select("text_hash", "vector")
+
+    def attach(df):
+        return df.withColumn("text_hash", _exact_text_hash(F.col("text"))).join(cache, "text_hash").drop(
+            "text_hash", "text")
+
+    return attach(query_texts), attach(bench_texts)
