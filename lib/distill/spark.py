@@ -61,6 +61,8 @@ def default_settings(cfg: Config) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "true",
         "spark.sql.debug.maxToStringFields": "200",
+        # Libraries inside tasks (FlagEmbedding, transformers) draw per-batch progress bars: noise in job logs.
+        "spark.executorEnv.TQDM_DISABLE": "1",
         "spark.jars": ",".join(delta_jars()),
         # Delta's change data feed on new tables: downstream jobs can read what changed.
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
