@@ -69,12 +69,11 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from pyspark.sql import functions as F
-
     from distill.config import EmbedderConfig, load_config
     from distill.embedder import EmbedderSpec, embed
     from distill.spark import get_spark
     from distill.stages.prepare import embed_texts, semantic_matches
+    from pyspark.sql import functions as F
 
     corpus = texts(args.texts)
     spark = get_spark(load_config(None, ["spark.conf.spark.ui.showConsoleProgress=false"]))

@@ -46,7 +46,6 @@ def score(pred: set, truth: set) -> tuple[float, float]:
 
 def run_datasketch(rows, threshold: float, k: int):
     from datasketch import MinHash, MinHashLSH
-
     from distill.textsig import shingles, text_hash
 
     lsh, seen_exact, pred = MinHashLSH(threshold=threshold, num_perm=128), {}, set()
@@ -67,10 +66,9 @@ def run_datasketch(rows, threshold: float, k: int):
 
 
 def run_spark(spark, rows, cfg):
-    from pyspark.sql import functions as F
-
     from distill.stages.prepare import exact_duplicates, near_duplicates, survivor_order
     from distill.textsig import text_hash
+    from pyspark.sql import functions as F
 
     df = spark.createDataFrame([(q, t, text_hash(t), i) for i, (q, t) in enumerate(rows)],
                                "query_id string, text string, norm_hash string, source_line long")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 
-from pyspark.sql import functions as F
-
 from distill.config import SourceConfig
 from distill.readers import list_files
 from distill.stages.ingest import file_tasks, parse_files, split_parsed
 from distill.tables import merge_new, table_path
+from pyspark.sql import functions as F
 
 HELP = "read JSONL/Parquet sources into `queries`; bad lines go to `quarantine` with a reason"
 

@@ -9,7 +9,6 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from distill.benchmarks import BenchmarkError, read_benchmark
 from distill.config import SourceConfig
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from distill.config import Config, ConfigError, SourceConfig, load_config
+
 from tests.conftest import ROOT
 
 

@@ -10,10 +10,10 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from distill.ids import stable_id
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from distill.ids import stable_id
 from tests.conftest import ROOT, cli_overrides, run_cli
 
 GOOD = [

@@ -15,12 +15,14 @@ from tests.conftest import cli_overrides, run_cli
 pytestmark = pytest.mark.slow  # each prepare run loads the embedder in the Python workers
 
 BENCH = [
-    {"id": "b-speed", "question": "A train travels 240 kilometres in 3 hours. What is its average speed in km per hour?",
+    {"id": "b-speed",
+     "question": "A train travels 240 kilometres in 3 hours. What is its average speed in km per hour?",
      "answer": "80"},
     {"id": "b-rect", "question": "A rectangle has a perimeter of 36 cm and a length of 10 cm. Find its area.",
      "answer": "80"},
     {"id": "b-long", "question": "Consider the sequence defined by a one equals two and each later term equals three "
-                                 "times the previous term minus one; find the tenth term of the sequence.", "answer": "?"},
+                                 "times the previous term minus one; find the tenth term of the sequence.",
+     "answer": "?"},
 ]
 
 FIRST = [

@@ -7,7 +7,6 @@ exemption, turning a rule off with `enabled`, the RULES decision order, and conf
 """
 
 import pytest
-
 from distill.query_filters import RULES, QueryFilterConfig, decide, normalize_for_dedup, prompt_text, score_query
 
 

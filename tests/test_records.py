@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from distill.ids import stable_id
 from distill.records import parse_line, parse_record
 
@@ -86,7 +85,8 @@ def test_multi_turn_messages_are_kept_in_order():
         (line({"category": "math", "query": "x", "reference_answer": ["4"]}), "invalid_type"),
         (line({"category": "math", "query": "x", "id": {"a": 1}}), "invalid_type"),
         (line({"category": "math", "query": "x", "source": ""}), "invalid_type"),
-        (line({"category": "code", "query": "x", "test_cases": {"language": "rust", "tests": []}}), "invalid_test_cases"),
+        (line({"category": "code", "query": "x", "test_cases": {"language": "rust", "tests": []}}),
+         "invalid_test_cases"),
         (line({"category": "code", "query": "x", "test_cases": {"language": "cpp", "tests": [
             {"type": "assert", "code": "x"}]}}), "invalid_test_cases"),
         (line({"category": "code", "query": "x", "test_cases": {"language": "python", "tests": [

@@ -31,7 +31,7 @@ def test_vllm_cpu_generates_and_scores_with_a_tiny_model(tiny_model):
     # one log-prob per prompt token, of that very token, none for the first
     ids, lps = facts["prompt_token_ids"], facts["prompt_logprobs"]
     assert len(lps) == len(ids) and lps[0] is None
-    for token, lp in zip(ids[1:], lps[1:]):
+    for token, lp in zip(ids[1:], lps[1:], strict=True):
         assert str(token) in lp and lp[str(token)] < 0
 
 

@@ -72,7 +72,8 @@ def _messages(record: dict) -> list[dict]:
             raise Rejected("invalid_role", f"messages[{i}]: a system message may only come first")
         out.append({"role": role, "content": content})
     if out[-1]["role"] != "user":
-        raise Rejected("invalid_role", f"the last message must be the user's (the teacher answers it), got {out[-1]['role']!r}")
+        raise Rejected("invalid_role",
+                       f"the last message must be the user's (the teacher answers it), got {out[-1]['role']!r}")
     return out
 
 

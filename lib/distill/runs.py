@@ -23,7 +23,6 @@ from distill.config import Config
 from distill.ids import stable_id
 
 
-
 def git_sha() -> str | None:
     """The code's commit, with '+dirty' when the work tree has changes; None outside a checkout."""
     here = Path(distill.__file__).resolve().parent

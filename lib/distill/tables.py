@@ -2,8 +2,8 @@
 
 Every table lives at `<warehouse>/<name>` and is registered under its bare name in the session
 catalog, so users query `queries`, `runs`, ... with SQL. Jobs write only through `merge_new`
-(insert rows whose key is not there yet: re-runs and retried tasks cannot duplicate) or
-`merge_upsert` (replace rows by key: for re-decided columns such as a query's status).
+(insert rows whose key is not there yet: re-runs and retried tasks cannot duplicate),
+`merge_update` (set re-decided columns, such as a query's status, by key) and `merge_replace`.
 """
 
 from __future__ import annotations
@@ -151,20 +151,6 @@ def _align(df, schema):
         raise ValueError(f"columns {sorted(unknown)} are not in the table schema")
     return df.select([F.col(f.name) if f.name in df.columns else F.lit(None).cast(f.dataType).alias(f.name)
                       for f in schema.fields])
-
-
-def merge_upsert(spark, cfg: Config, name: str, df) -> dict:
-    """Insert new keys and overwrite existing ones with the rows of `df`."""
-    target = ensure_table(spark, cfg, name)
-    keys = TABLES[name].keys
-    (
-        target.alias("t")
-        .merge(df.alias("s"), _key_condition(keys))
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    return last_operation(target)
 
 
 def merge_update(spark, cfg: Config, name: str, df, columns: list[str]) -> dict:
