@@ -10,13 +10,12 @@ re-embedding.
 
 from __future__ import annotations
 
-from pyspark.sql import functions as F
-
 from distill.benchmarks import BenchmarkError, read_benchmark
 from distill.ids import canonical_json, stable_id
 from distill.stages import prepare as st
 from distill.tables import merge_new, merge_replace, merge_update, table_path
 from distill.textsig import text_hash
+from pyspark.sql import functions as F
 
 HELP = "filter, decontaminate and deduplicate new queries (status/drop_reason in `queries`)"
 
@@ -104,7 +103,7 @@ def run(spark, cfg, args, rec) -> None:
     with rec.step("dedup"):
         fresh = passing.join(matches.select("query_id").distinct(), "query_id", "left_anti")
         cols = ["query_id", "norm_hash", "text", "ingested_at", "source_file", "source_line"]
-        settled_c = st.with_signals(settled).select(*cols, F.lit(True).alias("settled"))
+        settled_c = st.with_text(settled).select(*cols, F.lit(True).alias("settled"))
         fresh_c = fresh.select(*cols, F.lit(False).alias("settled"))
         candidates = st.survivor_order(settled_c.unionByName(fresh_c))
         dups = st.exact_duplicates(candidates) if p.dedup.exact else spark.createDataFrame(

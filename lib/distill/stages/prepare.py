@@ -19,7 +19,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from distill.config import DecontamConfig, DedupConfig, EmbedderConfig
+from distill.config import DedupConfig, EmbedderConfig
 from distill.query_filters import QueryFilterConfig
 
 MATCH_SCHEMA = "query_id string, benchmark string, item_id string, method string, similarity double"
@@ -43,6 +43,19 @@ def with_signals(queries: DataFrame) -> DataFrame:
     return base.withColumn("_s", signals_udf("messages")).select("*", "_s.*").drop("_s")
 
 
+def with_text(queries: DataFrame) -> DataFrame:
+    """Input: messages. Adds text only: for queries judged before, whose scores and norm_hash are stored."""
+
+    @F.pandas_udf("string")
+    def text_udf(messages: pd.Series) -> pd.Series:
+        from distill.query_filters import prompt_text
+
+        return pd.Series([prompt_text([{"role": m["role"], "content": m["content"]} for m in msgs])
+                          for msgs in messages])
+
+    return queries.withColumn("text", text_udf("messages"))
+
+
 def filter_reasons(df: DataFrame, cfg: QueryFilterConfig) -> DataFrame:
     """Input: category, signals. Adds filter_reason (None = passes). The thresholds are applied here only."""
 
@@ -50,7 +63,7 @@ def filter_reasons(df: DataFrame, cfg: QueryFilterConfig) -> DataFrame:
     def decide_udf(signals: pd.Series, category: pd.Series) -> pd.Series:
         from distill.query_filters import decide
 
-        return pd.Series([decide(dict(s), c, cfg) for s, c in zip(signals, category)])
+        return pd.Series([decide(dict(s), c, cfg) for s, c in zip(signals, category, strict=True)])
 
     return df.withColumn("filter_reason", decide_udf("signals", "category"))
 
