@@ -1,0 +1,592 @@
+"""Run untrusted programs (model-written solutions) in throw-away Linux namespaces.
+
+What a run guarantees, on Linux with util-linux `unshare`, when the caller is root:
+  - no network: a fresh network namespace holds only a loopback device that is down;
+  - the host filesystem is read-only: every mount is remounted read-only (and nosuid) in a private mount
+    namespace, and /tmp, /var/tmp, /dev/shm and /run are covered by empty read-only tmpfs mounts, so host
+    temporary files, shared memory and daemon sockets there are out of sight. The only writable place is
+    `SCRATCH`, a size-limited tmpfs that is the working directory, $HOME and $TMPDIR, and that vanishes
+    with the run;
+  - none of the caller's environment: the program gets PATH, HOME, TMPDIR and LANG=C.UTF-8, nothing else;
+  - limits: CPU seconds, address space, processes, file size, open files, no core dumps (rlimits), wall
+    time and output size (the parent kills the whole sandbox past either);
+  - it cannot signal or trace the caller: it lives in its own pid namespace, under an unprivileged uid/gid
+    picked at random per run from UID_BASE + [0, UID_SPAN) (so concurrent runs do not share a process
+    count), with no supplementary groups, no capabilities, an empty bounding set and no_new_privs;
+  - nothing outlives the run: a small launcher is pid 1 of the namespace and the program its child; when
+    the launcher ends, the kernel kills everything left in the namespace, and the parent only returns
+    once the launcher is gone. Should the parent die first, the launcher's own alarm (wall limit + 5 s)
+    ends the namespace. The host-side temporary directory is removed.
+
+What it does not guarantee:
+  - it is not a defence against kernel exploits: it shares the host kernel (no seccomp filter, no VM);
+  - host files readable by "other" stay readable (except under the covered directories above);
+    directories on the interpreter's path that "other" cannot enter (e.g. /root for a pyenv Python) are
+    replaced by a read-only tmpfs that shows only the interpreter's tree;
+  - world-writable Unix sockets outside the covered directories stay connectable (a read-only mount
+    does not stop connect());
+  - RLIMIT_CPU counts per process (in whole seconds), so a program that forks can spend up to
+    max_procs x cpu_s within the wall limit. Memory is bounded per process by RLIMIT_AS, not per sandbox
+    (up to max_procs x memory_bytes), and the scratch tmpfs adds up to scratch_bytes of RAM: there is no
+    cgroup;
+  - the uid is random, not reserved: two runs drawing the same uid at once (odds about n^2 / 2^25 for n
+    concurrent runs) would share a process count;
+  - it needs Linux and util-linux `unshare`; where namespaces cannot be created, the run returns a result
+    with `error` set and never runs the program unsandboxed.
+
+When the caller is not root, user namespaces are added (`unshare --user --map-root-user`): the program
+runs as the caller's own uid (mapped to root inside, with every capability dropped) since only one uid
+is mapped, so files the caller owns stay readable; RLIMIT_NPROC then binds (the uid is unprivileged)
+and, on Linux >= 5.14, counts only the processes of the run's user namespace.
+"""
+
+from __future__ import annotations
+
+import marshal
+import math
+import os
+import resource
+import secrets
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+UID_BASE = 2_000_000_000  # well above the subuid ranges that rootless containers usually get
+UID_SPAN = 1 << 24
+SCRATCH = "/tmp/sandbox"  # inside the sandbox: the writable tmpfs, cwd, $HOME and $TMPDIR
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/var/run")  # hidden behind empty read-only tmpfs
+# Remount failures on these are tolerated: they hold no host data a program could change.
+PSEUDO_FS = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs", "securityfs",
+             "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "binfmt_misc", "autofs", "efivarfs",
+             "rpc_pipefs", "nsfs")
+MUST_BE_READ_ONLY = ("/", "/tmp", "/var/tmp", "/dev/shm", "/home", "/root")
+
+NAMESPACES_UNAVAILABLE = "cannot create namespaces here"  # errors that start so mean: no sandbox on this host
+RESULT_DDL = ("returncode INT, stdout STRING, stderr STRING, timed_out BOOLEAN, output_truncated BOOLEAN, "
+              "signal INT, wall_s DOUBLE, cpu_s DOUBLE, error STRING")
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    cpu_s: float = 10.0
+    wall_s: float = 15.0
+    memory_bytes: int = 1 << 30
+    max_procs: int = 64
+    max_file_bytes: int = 16 << 20
+    max_output_bytes: int = 1 << 20  # stdout and stderr together
+    scratch_bytes: int = 64 << 20
+    max_open_files: int = 256
+    stack_bytes: int = 64 << 20  # deep recursion is common in contest solutions; 8 MiB is a poor default
+
+
+@dataclass
+class SandboxResult:
+    """One sandboxed run; flat on purpose (see RESULT_DDL) so it can be a Spark struct column."""
+
+    returncode: int | None  # exit status when the program exited; None when a signal ended it
+    stdout: str
+    stderr: str
+    timed_out: bool  # the wall limit or the CPU limit ended it
+    output_truncated: bool  # it wrote more than max_output_bytes and was killed
+    signal: int | None  # the signal that ended it (SIGKILL when the parent killed it)
+    wall_s: float
+    cpu_s: float | None  # user + system seconds of the program, when it ended on its own
+    error: str | None = None  # the sandbox itself failed: the program's outcome means nothing
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Runs inside the namespaces as root (or mapped root), with the host's interpreter under `-I -S`. Kept
+# free of slow imports (json pulls in re, signal pulls in enum): this launcher's startup is most of the
+# sandbox's overhead.
+_LAUNCHER = r"""
+import _signal as signal, ctypes, marshal, os, resource, sys
+
+c = marshal.loads(bytes.fromhex(sys.argv[1]))
+sfd = c["status_fd"]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC = 1, 2, 4, 8, 32, 4096, 16384
+
+
+def say(line):
+    os.write(sfd, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+
+
+def check(rc, what):
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+
+
+def mount(src, dst, fstype, flags, data=None):
+    enc = lambda s: s.encode() if s is not None else None
+    check(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), "mount " + dst)
+
+
+def unescape(s):
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def setup():
+    files = []
+    for name in c["files"]:
+        with open(os.path.join(c["in"], name), "rb") as f:
+            files.append((name, f.read()))
+    # Opened before anything is covered: the bind sources may lie under a covered directory.
+    sources = [(parent, child, os.open(os.path.join(parent, child), os.O_PATH)) for parent, child in c["expose"]]
+    covered = set()
+    for d in c["cover"]:
+        mount("tmpfs", d, "tmpfs", NOSUID | NODEV | NOEXEC, "size=64k,nr_inodes=256,mode=755")
+        covered.add(d)
+    for parent, child, fd in sources:
+        if parent not in covered:
+            mount("tmpfs", parent, "tmpfs", NOSUID | NODEV, "size=64k,nr_inodes=256,mode=755")
+            covered.add(parent)
+        dst = os.path.join(parent, child)
+        src = "/proc/self/fd/%d" % fd
+        if os.path.isdir(src):
+            os.makedirs(dst, exist_ok=True)
+        else:
+            open(dst, "ab").close()
+        mount(src, dst, None, BIND | REC)
+        os.close(fd)
+    scratch, uid = c["scratch"], c["uid"]
+    os.makedirs(scratch, exist_ok=True)
+    owner = ",uid=%d,gid=%d" % (uid, uid) if uid is not None else ""
+    options = "size=%d,nr_inodes=16384,mode=700%s" % (c["scratch_bytes"], owner)
+    mount("tmpfs", scratch, "tmpfs", NOSUID | NODEV, options)
+    for name, data in files:
+        path = os.path.join(scratch, name)
+        parent = os.path.dirname(path)
+        if parent != scratch:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o700)
+        if uid is not None:
+            while path != scratch:
+                os.chown(path, uid, uid)
+                path = os.path.dirname(path)
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    problems = []
+    for m in mounts:
+        point, opts, fstype = unescape(m[4]), m[5].split(","), m[m.index("-") + 1]
+        if point == scratch:
+            continue
+        # Flags already on a mount must be passed again (in a user namespace they are locked).
+        flags = REMOUNT | BIND | RDONLY | NOSUID | (NODEV if "nodev" in opts else 0)
+        flags |= NOEXEC if "noexec" in opts else 0
+        try:
+            mount(None, point, None, flags)
+        except OSError as e:
+            if e.errno not in (2, 20) and fstype not in c["pseudo"]:
+                problems.append(str(e))
+    for m in mounts:
+        point, fstype = unescape(m[4]), m[m.index("-") + 1]
+        if point != scratch and fstype not in c["pseudo"]:
+            try:
+                if not os.statvfs(point).f_flag & os.ST_RDONLY:
+                    problems.append("still writable: " + point)
+            except OSError:
+                pass
+    for point in c["must_ro"]:
+        if os.path.exists(point) and not os.statvfs(point).f_flag & os.ST_RDONLY:
+            problems.append("still writable: " + point)
+    if problems:
+        raise OSError("; ".join(sorted(set(problems))))
+
+
+class Caps(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+def child(err_w):
+    os.close(sfd)
+    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(s, signal.SIG_DFL)
+    cap = 0
+    while libc.prctl(24, cap, 0, 0, 0) == 0:  # PR_CAPBSET_DROP until EINVAL past the last capability
+        cap += 1
+    check(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")  # PR_SET_NO_NEW_PRIVS
+    uid = c["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    check(libc.capset(ctypes.byref(CapHeader(0x20080522, 0)), (Caps * 2)()), "capset")
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    os.chdir(c["scratch"])
+    for res, soft, hard in c["rlimits"]:
+        resource.setrlimit(res, (soft, hard))
+    os.execvpe(c["argv"][0], c["argv"], c["env"])
+
+
+def backstop(*_):
+    os._exit(124)
+
+
+def main():
+    # The parent enforces the wall limit; this alarm ends the namespace even if the parent died.
+    signal.signal(signal.SIGALRM, backstop)
+    signal.alarm(c["backstop_s"])
+    try:
+        setup()
+    except BaseException as e:
+        say("E sandbox setup failed: %s" % e)
+        os._exit(125)
+    err_r, err_w = os.pipe()
+    say("R")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(err_r)
+            child(err_w)
+        except BaseException as e:
+            os.write(err_w, ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace"))
+        os._exit(127)
+    os.close(err_w)
+    failure = os.read(err_r, 4096)
+    if failure:
+        say("X " + failure.decode("utf-8", "replace"))
+    while True:
+        try:
+            got, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            os._exit(125)
+        if got == pid:
+            break
+    say("S %d %.3f" % (status, usage.ru_utime + usage.ru_stime))
+    os._exit(0)
+
+
+main()
+"""
+
+_uid_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+
+
+def _pick_uid() -> int:
+    # Random rather than sequential, and from the OS rather than `random`: runs in other processes (Spark
+    # workers forked from one daemon share a `random` state) draw from the same range.
+    with _uid_lock:
+        while True:
+            uid = UID_BASE + secrets.randbelow(UID_SPAN)
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                return uid
+
+
+def _release_uid(uid: int | None) -> None:
+    with _uid_lock:
+        _uids_in_use.discard(uid)
+
+
+def _unshare() -> str | None:
+    return shutil.which("unshare") or next((p for p in ("/usr/bin/unshare", "/bin/unshare") if os.path.exists(p)),
+                                           None)
+
+
+def _cover_dirs() -> list[str]:
+    return [d for d in COVERED if os.path.isdir(d) and not os.path.islink(d)]
+
+
+def _expose_pairs(cover: list[str]) -> list[tuple[str, str]]:
+    """(directory, child) pairs to rebuild so the sandbox uid can reach the interpreter.
+
+    A directory on the interpreter's path that "other" cannot enter, or that is covered, gets a tmpfs in
+    the sandbox holding only `child`, bound to the original. Paths stay the same, which matters: a pyenv
+    Python finds libpython through an absolute RUNPATH.
+    """
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+                                           os.path.dirname(os.path.realpath(sys.executable)))}
+    pairs: list[tuple[str, str]] = []
+    for root in sorted(roots):
+        current = "/"
+        for part in Path(root).parts[1:]:
+            try:
+                blocked = current in cover or not os.stat(current).st_mode & stat.S_IXOTH
+            except OSError:
+                break
+            if blocked and (current, part) not in pairs:
+                pairs.append((current, part))
+            current = os.path.join(current, part)
+    return sorted(pairs, key=lambda p: len(Path(p[0]).parts))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _kill(proc: subprocess.Popen, uid: int | None) -> None:
+    """Kill the sandbox and return once nothing of it runs.
+
+    Killing the launcher (pid 1 inside) makes the kernel kill the rest of the namespace before the
+    launcher turns into a zombie; `unshare` reaps it and exits, so `proc.wait()` returning means the
+    namespace is empty. If the launcher is not found (not started yet), the process group goes instead.
+    """
+    launchers = _children(proc.pid)
+    for pid in launchers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=5)
+        if launchers:
+            return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    if uid is not None:
+        # The launcher may have been forked between the look-up and the group kill: sweep by uid.
+        deadline = time.monotonic() + 5
+        while (left := _pids_of_uid(uid)) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+
+def _check_name(name: str) -> str:
+    norm = os.path.normpath(name)
+    if not name or os.path.isabs(name) or norm.startswith("..") or norm == ".":
+        raise ValueError(f"sandbox file names must be relative paths inside the scratch dir: {name!r}")
+    return norm
+
+
+def _error(message: str, start: float, stderr: str = "") -> SandboxResult:
+    tail = stderr.strip()[-500:]
+    return SandboxResult(None, "", stderr, False, False, None, time.monotonic() - start, None,
+                         f"{message}: {tail}" if tail else message)
+
+
+def run_sandboxed(argv: list[str], files: dict[str, bytes | str] | None = None, stdin: bytes | str = b"",
+                  limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run argv in a fresh sandbox and report what it did; never raises for anything the program does.
+
+    argv[0] is looked up on SANDBOX_PATH inside. `files` (relative name -> content) are written into the
+    scratch dir, the program's cwd, with mode 0700 so a binary can run as ./name. A result with `error` set
+    means the sandbox failed and says nothing about the program. Raises ValueError for a file name that
+    would leave the scratch dir.
+    """
+    limits = limits or SandboxLimits()
+    start = time.monotonic()
+    if not sys.platform.startswith("linux"):
+        return _error(f"{NAMESPACES_UNAVAILABLE}: not Linux", start)
+    unshare = _unshare()
+    if unshare is None:
+        return _error(f"{NAMESPACES_UNAVAILABLE}: util-linux unshare is not installed", start)
+    root = os.geteuid() == 0
+    uid = _pick_uid() if root else None
+    host_dir = tempfile.mkdtemp(prefix="distill-sbx-")
+    status_r = status_w = None
+    try:
+        names = []
+        for name, content in (files or {}).items():
+            norm = _check_name(name)
+            path = os.path.join(host_dir, "in", norm)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(content.encode() if isinstance(content, str) else content)
+            names.append(norm)
+        cover = _cover_dirs()
+        cpu = max(1, math.ceil(limits.cpu_s))
+        status_r, status_w = os.pipe()
+        config = {
+            "status_fd": status_w, "in": os.path.join(host_dir, "in"), "files": names, "cover": cover,
+            "expose": _expose_pairs(cover), "scratch": SCRATCH, "uid": uid, "backstop_s": math.ceil(limits.wall_s) + 5,
+            "scratch_bytes": int(limits.scratch_bytes), "pseudo": list(PSEUDO_FS), "must_ro": list(MUST_BE_READ_ONLY),
+            "argv": [str(a) for a in argv],
+            "env": {"PATH": SANDBOX_PATH, "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8"},
+            "rlimits": [
+                (int(r), int(soft), int(hard)) for r, soft, hard in (
+                    (resource.RLIMIT_CPU, cpu, cpu + 1),
+                    (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+                    (resource.RLIMIT_NPROC, limits.max_procs, limits.max_procs),
+                    (resource.RLIMIT_FSIZE, limits.max_file_bytes, limits.max_file_bytes),
+                    (resource.RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files),
+                    (resource.RLIMIT_CORE, 0, 0),
+                    (resource.RLIMIT_STACK, limits.stack_bytes, limits.stack_bytes),
+                    (resource.RLIMIT_MEMLOCK, 0, 0),
+                    (resource.RLIMIT_MSGQUEUE, 0, 0),
+                )
+            ],
+        }
+        cmd = [unshare, *(["--user", "--map-root-user"] if not root else []), "--net", "--pid", "--mount", "--ipc",
+               "--uts", "--fork", "--kill-child", "--mount-proc", "--", sys.executable, "-I", "-S", "-c", _LAUNCHER,
+               marshal.dumps(config).hex()]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=(status_w,), env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},
+                                    start_new_session=True)
+        except OSError as e:
+            return _error(f"{NAMESPACES_UNAVAILABLE}: cannot start unshare: {e}", start)
+        os.close(status_w)
+        status_w = None
+        return _collect(proc, status_r, stdin, limits, uid, start)
+    finally:
+        for fd in (status_r, status_w):
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(host_dir, ignore_errors=True)
+        _release_uid(uid)
+
+
+def _collect(proc: subprocess.Popen, status_r: int, stdin: bytes | str, limits: SandboxLimits, uid: int | None,
+             start: float) -> SandboxResult:
+    """Feed stdin, read stdout/stderr/status under the output cap and the wall limit, then tear down."""
+    data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+    out, err, status = bytearray(), bytearray(), bytearray()
+    bufs = {proc.stdout.fileno(): out, proc.stderr.fileno(): err, status_r: status}
+    sel = selectors.DefaultSelector()
+    for fd in bufs:
+        sel.register(fd, selectors.EVENT_READ)
+    stdin_fd = proc.stdin.fileno()
+    if data:
+        os.set_blocking(stdin_fd, False)
+        sel.register(stdin_fd, selectors.EVENT_WRITE)
+    else:
+        proc.stdin.close()
+    sent, budget = 0, limits.max_output_bytes
+    deadline = start + limits.wall_s
+    timed_out = truncated = killed = False
+    try:
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for key, _ in sel.select(left):
+                fd = key.fd
+                if fd == stdin_fd:
+                    try:
+                        sent += os.write(fd, data[sent:sent + 65536])
+                    except (BrokenPipeError, BlockingIOError) as e:
+                        if isinstance(e, BlockingIOError):
+                            continue
+                        sent = len(data)
+                    if sent >= len(data):
+                        sel.unregister(fd)
+                        proc.stdin.close()
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    sel.unregister(fd)
+                    continue
+                if fd == status_r:
+                    status += chunk
+                    continue
+                used = len(out) + len(err)
+                bufs[fd] += chunk[:max(0, budget - used)]
+                if used + len(chunk) > budget:
+                    truncated = True
+            if truncated:
+                break
+        if not (timed_out or truncated):
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        if timed_out or truncated:
+            killed = True
+            _kill(proc, uid)
+    finally:
+        sel.close()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if proc.poll() is None:
+            _kill(proc, uid)
+    wall = time.monotonic() - start
+    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    lines = status.decode("utf-8", "replace").splitlines()
+    setup_error = next((line[2:] for line in lines if line.startswith("E ")), None)
+    exec_error = next((line[2:] for line in lines if line.startswith("X ")), None)
+    final = next((line.split() for line in lines if line.startswith("S ")), None)
+    if setup_error:
+        return _error(setup_error, start, stderr)
+    if exec_error:
+        return _error(f"cannot execute the program: {exec_error}", start)
+    if final is None and not killed:
+        if "R" not in lines and "unshare:" in stderr:
+            return _error(NAMESPACES_UNAVAILABLE, start, stderr)
+        return _error(f"the sandbox launcher failed (unshare exit {proc.returncode})", start, stderr)
+    if final is None and "R" not in lines:
+        return _error("the sandbox did not finish its setup in time", start, stderr)
+    returncode = sig = cpu = None
+    if final is not None:
+        code = os.waitstatus_to_exitcode(int(final[1]))
+        cpu = float(final[2])
+        if code < 0:
+            sig = -code
+        else:
+            returncode = code
+    else:
+        sig = signal.SIGKILL.value
+    cpu_limit = max(1, math.ceil(limits.cpu_s))
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu is not None and cpu >= cpu_limit):
+        timed_out = True
+    return SandboxResult(returncode, stdout, stderr, timed_out, truncated, sig, wall, cpu, None)
+
+
+_available: str | None | bool = False
+
+
+def sandbox_available(refresh: bool = False) -> str | None:
+    """None when a sandboxed run works on this machine, else the reason it does not (checked once)."""
+    global _available
+    if _available is False or refresh:
+        res = run_sandboxed([sys.executable, "-I", "-S", "-c", "print('ok')"], limits=SandboxLimits(wall_s=30))
+        if res.error:
+            _available = res.error
+        elif res.returncode != 0 or res.stdout.strip() != "ok":
+            _available = f"a trivial program failed in the sandbox (exit {res.returncode}): {res.stderr[-300:]}"
+        else:
+            _available = None
+    return _available
+
+
+__all__ = ["NAMESPACES_UNAVAILABLE", "RESULT_DDL", "SCRATCH", "UID_BASE", "UID_SPAN", "SandboxLimits", "SandboxResult",
+           "run_sandboxed", "sandbox_available"]
