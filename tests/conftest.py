@@ -68,6 +68,14 @@ def cli_overrides(cfg) -> list[str]:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A random tiny Qwen2 with a chat template, built offline (see distill.tiny_model)."""
+    from distill.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
 def free_port() -> int:
     import socket
 

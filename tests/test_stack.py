@@ -12,13 +12,6 @@ import pytest
 from tests.conftest import ROOT, run_subprocess, venv_bin
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    from distill.tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
-
-
 @pytest.mark.slow
 def test_vllm_cpu_generates_and_scores_with_a_tiny_model(tiny_model):
     done = run_subprocess([sys.executable, str(ROOT / "tests/scripts/vllm_smoke.py"), str(tiny_model)], timeout=300)

@@ -7,51 +7,17 @@ silently skip a benchmark would be worse than a failed job.
 
 from __future__ import annotations
 
-import json
 import os
 
 from distill.config import SourceConfig
 from distill.query_filters import prompt_text
-from distill.readers import JSONL_SUFFIXES, PARQUET_SUFFIXES, detect_format, iter_jsonl, iter_parquet, list_files
+from distill.readers import iter_records
 
 TEXT_FIELDS = ("question", "problem", "prompt", "query", "text", "messages")
 
 
 class BenchmarkError(ValueError):
     pass
-
-
-def _is_datasets_folder(path: str) -> bool:
-    return os.path.isdir(path) and any(
-        os.path.isfile(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
-
-
-def _records(path: str, fmt: str):
-    if _is_datasets_folder(path):
-        import datasets
-
-        loaded = datasets.load_from_disk(path)
-        splits = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
-        for split in splits:
-            yield from split
-        return
-    files = list_files(path)
-    if not files:
-        raise FileNotFoundError(f"no .jsonl/.parquet files or datasets folder at {path!r}")
-    for f in files:
-        if fmt == "auto" and not f.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
-            raise ValueError(f"{f}: unknown format (expected .jsonl, .json, .parquet or a datasets folder; "
-                             "or set format)")
-        if detect_format(f, fmt) == "parquet":
-            for _, row in iter_parquet(f):
-                yield row
-        else:
-            for number, raw in iter_jsonl(f):
-                if raw.strip():
-                    try:
-                        yield json.loads(raw)
-                    except ValueError as err:
-                        raise ValueError(f"{f}:{number}: not JSON ({err})") from None
 
 
 def _text(record: dict, field: str | None):
@@ -71,7 +37,7 @@ def read_benchmark(src: SourceConfig, key: str) -> list[tuple[str, str]]:
         raise BenchmarkError(f"{key}.path: {src.path!r} does not exist")
     items = []
     try:
-        for number, record in enumerate(_records(path, src.format), start=1):
+        for number, record in enumerate(iter_records(path, src.format), start=1):
             if not isinstance(record, dict):
                 raise ValueError(f"item {number} is not an object")
             text = _text(record, src.fields.get("text"))

@@ -114,17 +114,99 @@ class PrepareConfig:
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
 
 
+# Asks for the paper's response format. A query's own system message is kept after this one.
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. To answer the user's question, you first think about the reasoning process "
+    "and then provide the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., "
+    "<think> reasoning process here </think> <answer> answer here </answer>."
+)
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = -1  # -1: off
+    max_tokens: int = 4096
+    # Base seed. Each attempt's seed is derived from it and the attempt's key, so a retried task (or a
+    # re-run) reproduces the same attempt, and attempt 2 differs from attempt 1.
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    # Other sampling settings, passed through to the engine as they are (e.g. repetition_penalty).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature: must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p: must be in (0, 1]")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens: must be >= 1")
+
+
 @dataclass
 class TeacherConfig:
     name: str
     engine: Literal["vllm", "openai", "transformers", "replay"]
     # A local model path (vllm, transformers), a served model name (openai), or a dataset path (replay).
     model: str
-    # Engine settings, passed straight to the engine (e.g. vLLM's tensor_parallel_size, max_model_len).
+    # Engine settings: vLLM's own arguments (tensor_parallel_size, max_model_len, dtype, ...) passed straight
+    # to vllm.LLM; for openai {base_url, api_key_env, max_concurrency, timeout_s, max_retries, backoff_s};
+    # transformers {device, dtype, batch_size}; replay {match, format, source, fields}.
     engine_args: dict[str, Any] = field(default_factory=dict)
-    # Sampling settings (temperature, top_p, max_tokens, seed, n), kept apart from engine settings.
-    sampling: dict[str, Any] = field(default_factory=dict)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # None: DEFAULT_SYSTEM_PROMPT; "": no system prompt (e.g. a model whose chat template adds its own).
     system_prompt: str | None = None
+
+
+@dataclass
+class GenerateConfig:
+    # A (query, teacher) pair is regenerated until an attempt passes (verify_score >= 0.9) or it has this many.
+    max_attempts: int = 4
+    # Categories with no verifier configured (e.g. science without a judge) get status no_verifier. True
+    # accepts such responses unverified (curate and the report can still tell them apart); False records them
+    # as not accepted. Either way they are not regenerated: another attempt would not be verified either.
+    accept_no_verifier: bool = False
+    # Spark partitions of a round's requests; 0 = the cluster's default parallelism (one engine per task).
+    partitions: int = 0
+    # Requests handed to the engine per call inside a task (bounds a task's memory; vLLM batches inside it).
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts: must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size: must be >= 1")
+
+
+@dataclass
+class MathVerifyConfig:
+    workers: int = 0  # math-verify worker processes per Python worker; 0 = cores / concurrent tasks
+    timeout_s: float = 5.0  # a check that takes longer is killed: status timeout
+    llm_judge: bool = False  # ask verify.judge when math-verify says no or cannot parse (the paper's 2nd stage)
+
+
+@dataclass
+class CodeVerifyConfig:
+    max_tests: int = 10
+    cpu_s: float = 10.0
+    wall_s: float = 15.0
+    memory_mb: int = 1024
+    max_procs: int = 16  # a fork bomb is contained here; memory_mb applies per process
+    max_output_kb: int = 1024
+    workers: int = 0  # sandboxes run at once per Python worker; 0 = cores / concurrent tasks
+
+
+@dataclass
+class VerifyConfig:
+    math: MathVerifyConfig = field(default_factory=MathVerifyConfig)
+    code: CodeVerifyConfig = field(default_factory=CodeVerifyConfig)
+    # The LLM judge (any engine) for science, multi_turn and general, and optionally math's second stage and
+    # IFEval constraints the rules cannot decide. None: those categories get status no_verifier.
+    judge: TeacherConfig | None = None
+    ifeval_llm: bool = False  # ask the judge about IFEval instructions the rule checks cannot decide
+    partitions: int = 0  # Spark partitions for verification; 0 = default parallelism
 
 
 @dataclass
@@ -145,7 +227,15 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     teachers: list[TeacherConfig] = field(default_factory=list)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.teachers]
+        for i, name in enumerate(names):
+            if not name or names.index(name) != i:
+                raise ValueError(f"teachers.{i}.name: {'empty' if not name else repr(name) + ' is used twice'}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -248,6 +338,11 @@ def _build_dataclass(cls: type, value: Any, key: str) -> Any:
         return cls(**kwargs)
     except ValueError as err:  # a dataclass's own check (__post_init__) names the field
         raise ConfigError(f"{key + '.' if key else ''}{err}") from None
+
+
+def build_section(cls: type, value: Any, key: str) -> Any:
+    """Build and check one config section (a dataclass) from plain values; errors name `key`."""
+    return _build_dataclass(cls, value, key)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -10,6 +10,7 @@ which needs that filesystem's fsspec package on the workers.
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -98,3 +99,38 @@ def iter_parquet_batches(path: str, batch_rows: int):
     for f in list_files(path):
         with _open(f) as handle:
             yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows)
+
+
+def _is_datasets_folder(path: str) -> bool:
+    return os.path.isdir(path) and any(
+        os.path.isfile(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json", "state.json"))
+
+
+def iter_records(path: str, fmt: str = "auto") -> Iterator[dict[str, Any]]:
+    """Records (dicts) of a JSONL/Parquet file, folder or glob, or of a `datasets` save_to_disk folder.
+    Small inputs read on one machine (benchmarks, replayed responses); a bad line raises ValueError."""
+    if _is_datasets_folder(path):
+        import datasets
+
+        loaded = datasets.load_from_disk(path)
+        splits = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
+        for split in splits:
+            yield from split
+        return
+    files = list_files(path)
+    if not files:
+        raise FileNotFoundError(f"no .jsonl/.parquet files or datasets folder at {path!r}")
+    for f in files:
+        if fmt == "auto" and not f.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+            raise ValueError(f"{f}: unknown format (expected .jsonl, .json, .parquet or a datasets folder; "
+                             "or set format)")
+        if detect_format(f, fmt) == "parquet":
+            for _, row in iter_parquet(f):
+                yield row
+        else:
+            for number, raw in iter_jsonl(f):
+                if raw.strip():
+                    try:
+                        yield json.loads(raw)
+                    except ValueError as err:
+                        raise ValueError(f"{f}:{number}: not JSON ({err})") from None
