@@ -15,6 +15,7 @@ HELP = "run the whole pipeline (the default job)"
 PIPELINE = (
     "ingest",
     "prepare",
+    "generate",
 )
 
 

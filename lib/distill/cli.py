@@ -64,15 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill: config error: {err}", file=sys.stderr)
         return 2
 
-    from distill.runs import RunRecorder
     from distill.spark import get_spark
 
+    module = modules[args.job]
+    if not getattr(module, "SPARK", True):  # plain-Python commands (verify) start no JVM
+        return _run_job(module, None, cfg, args)
     try:
         spark = get_spark(cfg)
     except Exception as err:  # noqa: BLE001 - e.g. no Java, no Delta jars: say so without a traceback
         print(f"distill: cannot start Spark: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    module = modules[args.job]
+    return _run_job(module, spark, cfg, args)
+
+
+def _run_job(module, spark, cfg, args) -> int:
+    from distill.runs import RunRecorder
+
     try:
         if getattr(module, "RECORD", True):
             with RunRecorder(spark, cfg, args.job) as rec:

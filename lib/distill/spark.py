@@ -103,3 +103,10 @@ def get_spark(cfg: Config):
 
     logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
     return spark
+
+
+def remove_path(spark, path: str) -> None:
+    """Delete a folder through Hadoop's FileSystem (local paths and s3a://, hdfs://, … alike)."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hpath, True)

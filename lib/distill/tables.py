@@ -63,6 +63,20 @@ TABLES = {
             "Queries that match a benchmark item: method exact | ngram<N> | semantic, with the similarity.",
         ),
         Table(
+            "attempts",
+            ("query_id", "teacher", "attempt"),
+            "query_id string not null, teacher string not null, attempt int not null, category string not null, "
+            "engine string not null, model string not null, seed bigint not null, system_prompt string, "
+            "response string not null, finish_reason string, tokens_in int, tokens_out int, gen_seconds double, "
+            "run_id string not null, generated_at timestamp not null, "
+            "verify_score double, verify_status string, verifier string, verifier_version string, "
+            "verify_detail string, verify_seconds double, verified_at timestamp, accepted boolean",
+            "The attempts ledger: every teacher response (attempt 1, 2, ... per query and teacher) and its "
+            "verification. accepted = verify_status ok and verify_score >= 0.9 (or no_verifier when the config "
+            "accepts that). Generation is never repeated for a stored attempt; verification is redone when the "
+            "verifier's version changes or it failed for infrastructure reasons.",
+        ),
+        Table(
             "runs",
             ("run_id",),
             "run_id string not null, job string not null, status string not null, started_at timestamp not null, "

@@ -1,0 +1,129 @@
+"""LLM judges: versioned score parsing on both sides (readable, out of range, missing), the science and
+quality verifiers over a scripted engine (ok, parse_error on unreadable output, infra_error on engine
+failure, no answer), the math and IFEval hooks, versions that change with the judge model, and one
+judge end to end through the OpenAI-compatible engine against a local server."""
+
+from __future__ import annotations
+
+import pytest
+from distill.config import SamplingConfig, TeacherConfig
+from distill.engines.base import Completion
+from distill.engines.openai_engine import OpenAIEngine, OpenAIOptions
+from distill.verifiers.judge import Judge, JudgeVerifier, judge_version, parse_rubric, parse_score, parse_verdict
+
+from tests.fake_openai import FakeOpenAI
+
+
+class Scripted:
+    """An engine that answers from a list (an exception-free stand-in for a judge model)."""
+
+    name = "scripted"
+
+    def __init__(self, replies):
+        self.replies, self.prompts = list(replies), []
+
+    def generate(self, requests):
+        self.prompts += [r.messages[-1]["content"] for r in requests]
+        out = []
+        for _ in requests:
+            reply = self.replies.pop(0)
+            out.append(Completion(None, error=reply[6:]) if reply.startswith("ERROR:") else Completion(reply, "stop"))
+        return out
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(("text", "score"), [
+    ("The answer matches.\nScore: 8", 0.8),
+    ("Score: 10/10", 1.0),
+    ("score = 3", 0.3),
+    ("<think>Score: 1 maybe</think>\nScore: 9", 0.9),  # only the text after </think> counts
+    ("Score: 4\n...on reflection\nScore: 6", 0.6),  # the last one wins
+    ("Score: 11", None),
+    ("I would give it eight out of ten.", None),
+    ("", None),
+    (None, None),
+])
+def test_parse_score(text, score):
+    assert parse_score(text) == score
+
+
+def test_parse_rubric_needs_all_three_lines():
+    assert parse_rubric("Coherence: 8\nCorrectness: 6\nHelpfulness: 10") == {
+        "coherence": 0.8, "correctness": 0.6, "helpfulness": 1.0}
+    assert parse_rubric("Coherence: 8\nCorrectness: 6") is None
+    assert parse_rubric("Coherence: 8\nCorrectness: 60\nHelpfulness: 1") is None
+
+
+def test_parse_verdict():
+    assert parse_verdict("reasons...\nVerdict: yes") is True
+    assert parse_verdict("Verdict: No.") is False
+    assert parse_verdict("yes") is None
+
+
+ROW = {"category": "science", "query": "Why is the sky blue?", "reference_answer": "Rayleigh scattering",
+       "response": "<think>hmm</think><answer>Because of Rayleigh scattering.</answer>"}
+
+
+def test_science_judge_scores_ok_unreadable_infra_and_missing_answer():
+    engine = Scripted(["Score: 7", "I like it", "ERROR:judge down"])
+    v = JudgeVerifier(Judge(engine, {"m": 1}), "reference")
+    rows = [ROW, ROW, ROW, {**ROW, "response": "no tags at all"}]
+    out = v.verify_many(rows)
+    assert [(r.status, r.score) for r in out] == [("ok", 0.7), ("parse_error", 0.0), ("infra_error", 0.0),
+                                                  ("parse_error", 0.0)]
+    assert out[1].detail["reason"] == "unreadable_judge_output" and out[3].detail["reason"] == "no_answer"
+    assert out[0].verifier == "judge-reference" and not out[0].passed
+    assert "Rayleigh scattering" in engine.prompts[0] and "Because of Rayleigh" in engine.prompts[0]
+    assert len(engine.prompts) == 3  # the row without an answer never reaches the judge
+
+
+def test_quality_judge_averages_the_rubric_and_sees_the_conversation():
+    engine = Scripted(["Coherence: 10\nCorrectness: 9\nHelpfulness: 8"])
+    v = JudgeVerifier(Judge(engine, {"m": 1}), "quality")
+    row = {"category": "multi_turn", "messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Plan my day"}], "response": "<think>x</think><answer>Wake, work.</answer>"}
+    (result,) = v.verify_many([row])
+    assert result.status == "ok" and result.score == pytest.approx(0.9) and result.passed
+    assert "[assistant]\nHello" in engine.prompts[0] and "Wake, work." in engine.prompts[0]
+
+
+def test_science_without_a_reference_falls_back_to_the_rubric():
+    engine = Scripted(["Coherence: 5\nCorrectness: 5\nHelpfulness: 5"])
+    (result,) = JudgeVerifier(Judge(engine, {}), "reference").verify_many([{**ROW, "reference_answer": None}])
+    assert result.score == 0.5 and result.detail["rubric"] == "quality"
+
+
+def test_hooks_for_math_and_ifeval():
+    judge = Judge(Scripted(["Verdict: yes", "no verdict", "Verdict: no"]), {})
+    assert judge.math_hook()("q", "1/2", "0.5") == (1.0, {})
+    assert judge.math_hook()("q", "1/2", "0.7")[0] is None
+    assert judge.instruction_hook()("x:y", "text", {"a": 1}) is False
+
+
+def test_version_follows_the_judge_model():
+    a = judge_version({"engine": "vllm", "model": "/m/a"})
+    assert a == judge_version({"engine": "vllm", "model": "/m/a"})
+    assert a != judge_version({"engine": "vllm", "model": "/m/b"}) and a.startswith("1+")
+
+
+def test_a_judge_behind_an_openai_endpoint():
+    with FakeOpenAI(["500"], reply="Thinking it over.\nScore: 9") as server:
+        engine = OpenAIEngine("judge", OpenAIOptions(base_url=server.url, backoff_s=0.01),
+                              SamplingConfig(temperature=0.0, max_tokens=64))
+        (result,) = JudgeVerifier(Judge(engine, {}), "reference").verify_many([ROW])
+    assert (result.status, result.score, result.passed) == ("ok", 0.9, True)
+    assert len(server.seen) == 2  # the 500 was retried
+
+
+def test_verifiers_route_judged_categories_only_when_a_judge_is_configured():
+    from distill.config import VerifyConfig
+    from distill.verifiers import Verifiers
+
+    bare = Verifiers(VerifyConfig()).versions()
+    assert bare["science"] == ("none", "0") and bare["math"] == ("math", "1")
+    judged = Verifiers(VerifyConfig(judge=TeacherConfig("j", "replay", "x"))).versions()
+    assert judged["science"][0] == "judge-reference" and judged["general"][0] == "judge-quality"
+    assert judged["math"] == ("math", "1")  # the second stage is off unless math.llm_judge
