@@ -1,12 +1,12 @@
 """Generation throughput, measured side by side in one run (machines are noisy: compare ratios).
 
-  .venv/bin/python bench/bench_generate.py [--prompts 64] [--max-tokens 64] [--skip-server]
+  .venv/bin/python bench/bench_generate.py [--prompts 256] [--max-tokens 384] [--skip-server]
 
 1. Orchestration overhead: output tokens/s of the same prompts with the same tiny model and sampling
    (fixed output length: ignore_eos), through
-     direct   `LLM.chat` in this process, the engine already loaded;
+     direct   `LLM.chat` in this process, the engine loaded and warmed up on the same prompts;
      spark    the generate stage (mapInPandas, one partition, the engine cached in the reused Python
-              worker: the first pass loads it and is not timed), staged to Parquet as the job does.
+              workers: untimed passes load and warm it), staged to Parquet as the job does.
    The goal is spark/direct >= 0.9 once the JVM and the engine are up.
 2. The OpenAI engine's throughput vs max_concurrency against a local vLLM server of the same model.
 """
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-ENGINE_ARGS = {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 512, "dtype": "float32"}
+ENGINE_ARGS = {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 1024, "dtype": "float32"}
 
 
 def prompts(n: int) -> list[list[dict]]:
@@ -42,7 +42,7 @@ def direct(model: str, convs, sampling) -> tuple[float, int]:
 
     engine = VllmEngine(model, ENGINE_ARGS, sampling)
     reqs = [Request(f"k{i}", c, seed=i) for i, c in enumerate(convs)]
-    engine.generate(reqs[:4])  # warm up
+    engine.generate(reqs)  # warm up with the same batch, as the Spark path's untimed second pass does
     start = time.perf_counter()
     out = engine.generate(reqs)
     elapsed = time.perf_counter() - start
@@ -86,7 +86,7 @@ def server_sweep(model: str, convs, sampling, levels) -> list[tuple[int, float, 
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
-         "--port", str(port), "--served-model-name", "tiny", "--max-model-len", "512", "--dtype", "float32",
+         "--port", str(port), "--served-model-name", "tiny", "--max-model-len", "1024", "--dtype", "float32",
          "--kv-cache-memory-bytes", str(64 * 2**20)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
@@ -112,8 +112,8 @@ def server_sweep(model: str, convs, sampling, levels) -> list[tuple[int, float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--skip-server", action="store_true")
     args = parser.parse_args()
 

