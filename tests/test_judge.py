@@ -127,3 +127,18 @@ def test_verifiers_route_judged_categories_only_when_a_judge_is_configured():
     judged = Verifiers(VerifyConfig(judge=TeacherConfig("j", "replay", "x"))).versions()
     assert judged["science"][0] == "judge-reference" and judged["general"][0] == "judge-quality"
     assert judged["math"] == ("math", "1")  # the second stage is off unless math.llm_judge
+
+
+def test_results_carry_the_configured_version_even_offline(tmp_path):
+    """With the judge as math's second stage, math results say so in their version (re-verify on change)."""
+    from distill.config import MathVerifyConfig, VerifyConfig
+    from distill.verifiers import Verifiers
+
+    data = tmp_path / "judge.jsonl"
+    data.write_text('{"source": "s", "id": "x", "response": "Verdict: yes"}\n')
+    verifiers = Verifiers(VerifyConfig(math=MathVerifyConfig(llm_judge=True),
+                                       judge=TeacherConfig("j", "replay", str(data))), workers=1)
+    (result,) = verifiers.verify_rows([{"category": "math", "query": "1+1?", "reference_answer": "2",
+                                        "response": "<think>t</think><answer>\\boxed{2}</answer>"}])
+    assert (result.status, result.score, result.verifier) == ("ok", 1.0, "math")
+    assert result.verifier_version == verifiers.versions()["math"][1] and result.verifier_version.startswith("1+judge")

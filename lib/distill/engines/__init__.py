@@ -16,7 +16,7 @@ from distill.engines.openai_engine import OpenAIOptions
 from distill.engines.replay import ReplayOptions
 from distill.ids import canonical_json
 
-__all__ = ["Completion", "Engine", "EngineError", "Request", "check_engine", "get_engine", "close_engines"]
+__all__ = ["Completion", "Engine", "EngineError", "Request", "check_engine", "get_engine"]
 
 OPTIONS = {"openai": OpenAIOptions, "transformers": TransformersOptions, "replay": ReplayOptions}
 IN_PROCESS = ("vllm", "transformers")
@@ -91,8 +91,3 @@ def get_engine(teacher: TeacherConfig) -> Engine:
                 _cache.pop(old).close()
         engine = _cache[key] = build_engine(teacher)
     return engine
-
-
-def close_engines() -> None:
-    while _cache:
-        _cache.popitem()[1].close()

@@ -38,9 +38,10 @@ class Verifiers:
         self.cfg = cfg
         self.workers = workers or os.cpu_count() or 1
         self._built: dict[str, object] = {}
-        # The driver's versions(), stamped on results made in a task: "current" is what the driver, which
-        # selects stale attempts, believes, so a worker on other code cannot cause endless re-verification.
-        self.stamp = stamp or {}
+        # Versions stamped on results: by default this config's versions() (e.g. math with the judge stage is
+        # "1+judge…"); in a task, the driver's, since the driver selects stale attempts and a worker on other
+        # code must not cause endless re-verification.
+        self.stamp = stamp or self.versions()
 
     # --- what would verify each category, without building anything (the driver uses this) -------------
     def versions(self) -> dict[str, tuple[str, str]]:
@@ -80,9 +81,7 @@ class Verifiers:
             from distill.verifiers.math import MathVerifier
 
             hook = self._judge().math_hook() if c.judge is not None and c.math.llm_judge else None
-            v = MathVerifier(workers=c.math.workers or self.workers, timeout_s=c.math.timeout_s, judge=hook)
-            v.version = self.versions()["math"][1]
-            return v
+            return MathVerifier(workers=c.math.workers or self.workers, timeout_s=c.math.timeout_s, judge=hook)
         if category == "code":
             from distill.verifiers.code import CodeVerifier
             from distill.verifiers.sandbox import SandboxLimits
@@ -94,9 +93,7 @@ class Verifiers:
             from distill.verifiers.ifeval import IfEvalVerifier
 
             hook = self._judge().instruction_hook() if c.judge is not None and c.ifeval_llm else None
-            v = IfEvalVerifier(judge=hook)
-            v.version = self.versions()["instruction_following"][1]
-            return v
+            return IfEvalVerifier(judge=hook)
         if category in JUDGED and c.judge is not None:
             from distill.verifiers.judge import JudgeVerifier
 

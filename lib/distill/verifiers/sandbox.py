@@ -71,8 +71,6 @@ PSEUDO_FS = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs"
 MUST_BE_READ_ONLY = ("/", "/tmp", "/var/tmp", "/dev/shm", "/home", "/root")
 
 NAMESPACES_UNAVAILABLE = "cannot create namespaces here"  # errors that start so mean: no sandbox on this host
-RESULT_DDL = ("returncode INT, stdout STRING, stderr STRING, timed_out BOOLEAN, output_truncated BOOLEAN, "
-              "signal INT, wall_s DOUBLE, cpu_s DOUBLE, error STRING")
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ class SandboxLimits:
 
 @dataclass
 class SandboxResult:
-    """One sandboxed run; flat on purpose (see RESULT_DDL) so it can be a Spark struct column."""
+    """One sandboxed run; flat on purpose (plain str/int/float/bool fields) so it maps to a Spark struct."""
 
     returncode: int | None  # exit status when the program exited; None when a signal ended it
     stdout: str
@@ -588,5 +586,5 @@ def sandbox_available(refresh: bool = False) -> str | None:
     return _available
 
 
-__all__ = ["NAMESPACES_UNAVAILABLE", "RESULT_DDL", "SCRATCH", "UID_BASE", "UID_SPAN", "SandboxLimits", "SandboxResult",
+__all__ = ["NAMESPACES_UNAVAILABLE", "SCRATCH", "UID_BASE", "UID_SPAN", "SandboxLimits", "SandboxResult",
            "run_sandboxed", "sandbox_available"]
