@@ -1,0 +1,139 @@
+"""Response perplexity (distill.scorers.perplexity) on the tiny model: against a plain torch computation, over
+the response tokens only, the same batched as one by one, and (slow) the same through vLLM."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+from distill.scorers.perplexity import TransformersScorer, perplexity_from_logprobs, render
+
+from tests.conftest import ROOT, run_subprocess
+
+ASK = [{"role": "user", "content": "What is 6 times 7?"}]
+ITEMS = [
+    (ASK, "<think> 6 times 7 is 42. </think> <answer> The answer is 42. </answer>"),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write a poem about the sea."}],
+     " Waves roll in,\n\nfoam on the sand."),
+    ([{"role": "user", "content": "Sum 1..n in Python."}, {"role": "assistant", "content": "Which n?"},
+      {"role": "user", "content": "Any n from stdin."}],
+     "def solve(n):\n    return sum(range(n + 1))\n\nprint(solve(int(input())))"),
+    (ASK, "42"),
+    ([{"role": "user", "content": "Explain respiration " * 6}], "The mitochondria produce most of the energy. " * 3),
+]
+
+
+def close(a: float, b: float, rel: float = 1e-5) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=0.0)
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model):
+    return TransformersScorer(tiny_model, batch_size=8)
+
+
+def by_hand(scorer, messages, response, max_tokens=None):
+    """log p(token t | tokens < t) for the response tokens, with nothing but the model's forward and torch."""
+    import torch
+
+    tok = scorer.tokenizer
+    prompt_ids = tok(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+                     add_special_tokens=False)["input_ids"]
+    ids = (prompt_ids + tok(response, add_special_tokens=False)["input_ids"])[:max_tokens]
+    with torch.no_grad():
+        logits = scorer.model(torch.tensor([ids])).logits[0]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return [float(logprobs[t - 1, ids[t]]) for t in range(len(prompt_ids), len(ids))]
+
+
+def test_matches_a_hand_computation_over_response_tokens_only(scorer):
+    messages, response = ITEMS[0]
+    expected = by_hand(scorer, messages, response)
+    [got] = scorer.score([(messages, response)])
+    assert got.error is None and not got.truncated
+    assert got.n_response_tokens == len(expected) == len(scorer.tokenizer(response, add_special_tokens=False)
+                                                         ["input_ids"])
+    assert abs(got.mean_logprob - sum(expected) / len(expected)) < 1e-5
+    assert close(got.ppl, math.exp(-sum(expected) / len(expected)))
+    # the prompt is context, not scored: another prompt changes the score but not the count
+    [other] = scorer.score([([{"role": "user", "content": "Name a colour."}], response)])
+    assert other.n_response_tokens == got.n_response_tokens
+    assert not close(other.ppl, got.ppl, rel=1e-3)
+
+
+def test_batched_equals_one_by_one(scorer, tiny_model):
+    batched = scorer.score(ITEMS)
+    single = TransformersScorer(tiny_model, batch_size=1)
+    for item, b in zip(ITEMS, batched, strict=True):
+        [s] = single.score([item])
+        assert b.n_response_tokens == s.n_response_tokens > 0
+        assert abs(b.mean_logprob - s.mean_logprob) < 1e-5 and close(b.ppl, s.ppl)
+    # and in the caller's order, whatever order the batches ran in
+    assert [r.n_response_tokens for r in batched] == [
+        len(scorer.tokenizer(r, add_special_tokens=False)["input_ids"]) for _, r in ITEMS]
+
+
+def test_empty_response_is_an_error_and_spares_its_batch(scorer):
+    results = scorer.score([ITEMS[0], (ASK, ""), ITEMS[3]])
+    assert results[1].error == "empty_response" and math.isnan(results[1].ppl)
+    assert results[1].n_response_tokens == 0
+    assert results[0].error is None and results[2].error is None
+    assert close(results[0].ppl, scorer.score([ITEMS[0]])[0].ppl)
+
+
+def test_too_long_scores_the_first_max_tokens_and_says_so(scorer, tiny_model):
+    messages, response = ITEMS[0]
+    ids, start = render(scorer.tokenizer, messages, response)
+    cut = TransformersScorer(tiny_model, max_tokens=start + 5)
+    [got] = cut.score([(messages, response)])
+    assert got.truncated and got.n_response_tokens == 5
+    expected = by_hand(scorer, messages, response, max_tokens=start + 5)
+    assert close(got.ppl, perplexity_from_logprobs(expected))
+    # a prompt that fills the window leaves nothing to score
+    [none] = TransformersScorer(tiny_model, max_tokens=start).score([(messages, response)])
+    assert none.error == "prompt_too_long" and none.truncated and math.isnan(none.ppl)
+    # the default window is the model's
+    assert scorer.max_tokens == scorer.model.config.max_position_embeddings
+    assert not scorer.score([(messages, response)])[0].truncated
+
+
+def test_perplexity_from_logprobs():
+    assert perplexity_from_logprobs([math.log(0.5)] * 3) == pytest.approx(2.0)
+    assert perplexity_from_logprobs([0.0, 0.0]) == 1.0
+    assert perplexity_from_logprobs([-1.0, -3.0]) == pytest.approx(math.e**2)
+    assert math.isnan(perplexity_from_logprobs([]))
+
+
+@pytest.mark.parametrize("response", ["The answer is 42.", " leading space", "\n\nblank lines first", "4"])
+def test_render_boundary_is_exact(scorer, response):
+    tok = scorer.tokenizer
+    prompt = tok.apply_chat_template(ITEMS[1][0], add_generation_prompt=True, tokenize=False)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    ids, start = render(tok, ITEMS[1][0], response)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    response_ids = tok(response, add_special_tokens=False)["input_ids"]
+    assert ids == prompt_ids + response_ids and start == len(prompt_ids)
+    assert tok.decode(ids[:start]) == prompt and tok.decode(ids[start:]) == response
+
+
+@pytest.mark.slow
+def test_vllm_agrees_with_transformers(tiny_model, tmp_path):
+    # A window of 90 tokens cuts the code item (98 tokens with its prompt) and leaves the others (65-84) whole,
+    # so the truncation rule is compared too.
+    items = [ITEMS[0], ITEMS[1], ITEMS[2], ITEMS[4], (ASK, "")]
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps(items))
+    done = run_subprocess([sys.executable, str(ROOT / "tests/scripts/vllm_perplexity.py"), str(tiny_model),
+                           str(path), "--max-tokens", "90"], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    via_vllm = json.loads(done.stdout.strip().splitlines()[-1])
+    via_hf = TransformersScorer(tiny_model, max_tokens=90).score(items)
+    assert [r.truncated for r in via_hf] == [False, False, True, False, False]
+    for hf, vl in zip(via_hf, via_vllm, strict=True):
+        assert (vl["error"], vl["n_response_tokens"], vl["truncated"]) == (hf.error, hf.n_response_tokens,
+                                                                           hf.truncated)
+        if hf.error is None:
+            assert close(vl["ppl"], hf.ppl, rel=1e-3)
+            assert abs(vl["mean_logprob"] - hf.mean_logprob) < 1e-3
