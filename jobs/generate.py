@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import uuid
 
 from distill.config import ConfigError
 from distill.engines import check_engine
 from distill.engines.replay import NO_RESPONSE
 from distill.faults import crash_point
-from distill.spark import remove_path
+from distill.spark import cores_per_task, remove_path
 from distill.stages import generate as st
-from distill.tables import ensure_table, merge_new, merge_update, table_path
+from distill.tables import ensure_table, merge_new, merge_update, stage, table_path
 from distill.verifiers import Verifiers
 from pyspark.sql import functions as F
 
@@ -59,24 +57,10 @@ def _teachers(cfg, names):
     return chosen
 
 
-def _stage(spark, cfg, df, name: str):
-    """Write `df` once to a scratch Parquet folder and read it back: the engines run exactly once."""
-    path = table_path(cfg, f"_staging/{name}-{uuid.uuid4().hex[:8]}")
-    df.write.mode("overwrite").parquet(path)
-    return spark.read.parquet(path), path
-
-
-def _verify_workers(spark) -> int:
-    """Math pool / sandbox processes per concurrent task, so parallel tasks do not oversubscribe the cores."""
-    if spark.sparkContext.master.startswith("local"):
-        return max(1, (os.cpu_count() or 1) // max(1, spark.sparkContext.defaultParallelism))
-    return int(spark.conf.get("spark.task.cpus", "1"))
-
-
 def _verify_spec(spark, cfg, verifiers: Verifiers) -> st.VerifySpec:
     versions = verifiers.versions()
     inline = tuple(c for c in versions if not verifiers.needs_judge(c))
-    return st.VerifySpec(json.dumps(dataclasses.asdict(cfg.verify)), versions, _verify_workers(spark), inline)
+    return st.VerifySpec(json.dumps(dataclasses.asdict(cfg.verify)), versions, cores_per_task(spark), inline)
 
 
 def _with_acceptance(df, cfg):
@@ -95,7 +79,7 @@ def verify_pending(spark, cfg, rec, queries, spec: st.VerifySpec) -> int:
     todo = st.stale(attempts, current, cfg.generate.accept_no_verifier).join(
         queries.select("query_id", "messages", "reference_answer", "test_cases", "constraints"), "query_id")
     with rec.step("verify"):
-        staged, path = _stage(spark, cfg, st.verify(todo, spec, cfg.verify.partitions), "verify")
+        staged, path = stage(spark, cfg, st.verify(todo, spec, cfg.verify.partitions), "verify")
         counts = {r["verify_status"]: r["count"] for r in staged.groupBy("verify_status").count().collect()}
         if counts:
             metrics = merge_update(spark, cfg, "attempts", _with_acceptance(staged, cfg),
@@ -134,7 +118,7 @@ def run(spark, cfg, args, rec) -> None:
         for o in outs[1:]:
             union = union.unionByName(o)
         with rec.step("generate"):
-            staged, path = _stage(spark, cfg, union, f"generate-r{round_no}")
+            staged, path = stage(spark, cfg, union, f"generate-r{round_no}")
             stats = {r["teacher"]: r for r in staged.groupBy("teacher").agg(
                 F.count("response").alias("ok"), F.count("error").alias("errors"),
                 F.sum(F.when(F.col("error").startswith(NO_RESPONSE), 1).otherwise(0)).alias("missing"),

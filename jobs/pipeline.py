@@ -16,6 +16,9 @@ PIPELINE = (
     "ingest",
     "prepare",
     "generate",
+    "score",
+    "curate",
+    "export",
 )
 
 

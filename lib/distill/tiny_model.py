@@ -65,3 +65,70 @@ def build_tiny_model(out_dir: str | Path, texts: list[str] | None = None, vocab_
     (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": fast.eos_token_id}))
     tmp.rename(out)  # appear whole or not at all: a killed build must not leave a half model
     return out
+
+
+def texts_from_files(paths: list[str]) -> list[str]:
+    """Training text for a tiny reference model: the `response` (or `text`) field of JSONL rows, or each
+    non-empty line of other files."""
+    texts = []
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = line
+            if isinstance(row, dict):
+                row = row.get("response") or row.get("text")
+            if isinstance(row, str) and row.strip():
+                texts.append(row)
+    if not texts:
+        raise ValueError(f"no training text in {', '.join(paths)}")
+    return texts
+
+
+def train_tiny_model(out_dir: str | Path, texts: list[str], steps: int = 300, seq_len: int = 128,
+                     batch_size: int = 16, lr: float = 3e-3, seed: int = 0) -> Path:
+    """A tiny model (build_tiny_model) trained for `steps` on `texts`, written to `out_dir`. Idempotent.
+
+    It gives the embedded default a reference model that exists offline and has seen text like the responses
+    it scores, so its perplexities differ between texts in a meaningful direction. The numbers are still only
+    illustrative: a 2-layer model trained for seconds is no judge of quality.
+    """
+    out = Path(out_dir)
+    if (out / "config.json").is_file():
+        return out
+    import shutil
+
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()  # shard bars in a job log are noise
+    base = build_tiny_model(out.with_name(out.name + ".untrained"), texts, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    stream = [i for t in texts for i in [*tokenizer(t, add_special_tokens=False)["input_ids"],
+                                          tokenizer.eos_token_id]]
+    data = torch.tensor(stream * max(1, -(-(seq_len + 1) // len(stream))))  # at least one window
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - seq_len, (batch_size,), generator=gen)
+        batch = torch.stack([data[s : s + seq_len] for s in starts])
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": tokenizer.eos_token_id}))
+    tmp.rename(out)
+    shutil.rmtree(base, ignore_errors=True)
+    return out

@@ -7,9 +7,11 @@ degenerate loop (the model repeating itself).
 Per teacher (`distinct_hashes`, `corpus_flags`): an n-gram that occurs in more than `max_count` different
 responses of one teacher is template-like (boilerplate the teacher pastes everywhere). Corpus-level counts
 count each response at most once per n-gram, so that a single looping response cannot make its own loop look
-like a teacher-wide template; loops are the per-response rule's job. The Spark job explodes
-`distinct_hashes` per response, counts responses per (teacher, hash), and joins the counts back;
-`corpus_flags` is the same rule in plain Python, for tests and benchmarks.
+like a teacher-wide template; loops are the per-response rule's job. The Spark stage
+(distill.stages.score.corpus_max) explodes `distinct_hashes` per response, counts responses per
+(teacher, hash), and joins the counts back as each response's `corpus_max`: the most responses that share
+one of its n-grams, so that curate can apply any threshold without counting again. `corpus_max` and
+`corpus_flags` are the same in plain Python, for tests and benchmarks.
 
 Tokens are a proxy (see `tokens`), not any model's tokenizer, so counts are comparable across teachers.
 Hashes are 64-bit blake2b, stable across processes and machines (Python's `hash` is salted per process),
@@ -97,3 +99,12 @@ def corpus_flags(texts: list[str], n: int = DEFAULT_N, max_count: int = DEFAULT_
     per_text = [distinct_hashes(t, n) for t in texts]
     doc_freq = Counter(h for hs in per_text for h in hs)
     return [sum(doc_freq[h] > max_count for h in hs) for hs in per_text]
+
+
+def corpus_max(texts: list[str], n: int = DEFAULT_N) -> list[int]:
+    """For each text, the largest number of `texts` that share one of its n-grams (1: none is shared; 0: the
+    text has no n-gram). A text fails the corpus rule when this exceeds max_count. Reference implementation
+    of distill.stages.score.corpus_max."""
+    per_text = [distinct_hashes(t, n) for t in texts]
+    doc_freq = Counter(h for hs in per_text for h in hs)
+    return [max((doc_freq[h] for h in hs), default=0) for hs in per_text]

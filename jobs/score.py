@@ -1,0 +1,131 @@
+"""score: put every (query, teacher) pair's first accepted response into `sft` and score it.
+
+1. `sft` mirrors the ledger: one row per pair with an accepted attempt (new pairs inserted, a pair whose first
+   accepted attempt changed rewritten, a pair no longer accepted removed).
+2. Per-response scores (structure, in-response repetition, student-token count, perplexity under the reference
+   model) for rows without current scores: a row is scored once per score_key (model, tokenizer, n, scorer
+   versions), so a re-run scores only what is new.
+3. Corpus n-gram counts for each teacher whose set of responses changed since its counts were made.
+Scores are columns; nothing is dropped here. `curate` decides from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from distill.faults import crash_point
+from distill.spark import cores_per_task, remove_path
+from distill.stages import score as st
+from distill.tables import ensure_table, merge_mirror, merge_update, stage, table_path
+from pyspark.sql import functions as F
+
+HELP = "score accepted responses: perplexity, n-gram redundancy, structure (`sft` table)"
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def reference_model(cfg) -> str | None:
+    """The perplexity model's folder, trained here first when the config asks for a tiny one (the embedded
+    default). A missing model is a config error before any task starts."""
+    p = cfg.score.perplexity
+    if p.model is None:
+        return None
+    if not Path(p.model).exists():
+        if not p.build_tiny_from:
+            raise SystemExit(f"config error: score.perplexity.model: no model at {p.model!r} (a local folder; "
+                             "nothing is downloaded at run time)")
+        from distill.tiny_model import texts_from_files, train_tiny_model
+
+        print(f"score: training a tiny reference model at {p.model} (embedded default: its perplexities are "
+              "illustrative only)")
+        train_tiny_model(p.model, texts_from_files(p.build_tiny_from))
+    return str(Path(p.model).resolve())
+
+
+def score_spec(spark, cfg) -> st.ScoreSpec:
+    model = reference_model(cfg)
+    s = cfg.score
+    ppl = None if model is None else {**dataclasses.asdict(s.perplexity), "model": model, "build_tiny_from": []}
+    tokenizer = s.student_tokenizer or model
+    if s.student_tokenizer and not Path(s.student_tokenizer).exists():
+        raise SystemExit(f"config error: score.student_tokenizer: no tokenizer at {s.student_tokenizer!r}")
+    return st.ScoreSpec(ppl, str(Path(tokenizer).resolve()) if tokenizer else None, s.ngram_n,
+                        cores_per_task(spark))
+
+
+def run(spark, cfg, args, rec) -> None:
+    from delta.tables import DeltaTable
+
+    for name in ("queries", "attempts"):
+        if not DeltaTable.isDeltaTable(spark, table_path(cfg, name)):
+            raise SystemExit(f"score: no `{name}` table yet; run generate first")
+    spec = score_spec(spark, cfg)
+    ensure_table(spark, cfg, "sft")
+    read = lambda name: spark.read.format("delta").load(table_path(cfg, name))  # noqa: E731
+
+    with rec.step("select"):
+        chosen = st.candidates(read("attempts"), read("queries")).withColumn("run_id", F.lit(rec.run_id)) \
+            .withColumn("added_at", F.current_timestamp())
+        m = merge_mirror(spark, cfg, "sft", chosen, "t.attempt <> s.attempt OR t.response <> s.response")
+        rec.wrote("sft", m["version"])
+        for what, metric in (("inserted", "numTargetRowsInserted"), ("replaced", "numTargetRowsUpdated"),
+                             ("removed", "numTargetRowsDeleted")):
+            rec.count(f"sft.{what}", m.get(metric, 0))
+    crash_point("score.selected")
+
+    key = spec.key()
+    with rec.step("score"):
+        todo = read("sft").where(F.col("score_key").isNull() | (F.col("score_key") != key))
+        staged, path = stage(spark, cfg, st.score_rows(todo, spec, cfg.score.partitions), "score")
+        stats = staged.groupBy("teacher").agg(F.count("*").alias("rows"), F.sum("ppl_tokens").alias("tokens"),
+                                              F.count("ppl_error").alias("errors"),
+                                              F.first("ppl_error", ignorenulls=True).alias("first_error")).collect()
+        if stats:
+            scored = staged.withColumn("score_key", F.lit(key)).withColumn("scored_at", F.current_timestamp())
+            rec.wrote("sft", merge_update(spark, cfg, "sft", scored,
+                                          [*st.SCORE_COLUMNS, "score_key", "scored_at"])["version"])
+        remove_path(spark, path)
+    for s in stats:
+        rec.count(f"{s['teacher']}.scored", s["rows"])
+        rec.count(f"{s['teacher']}.ppl_tokens", s["tokens"] or 0)
+        if s["errors"] and spec.perplexity is not None:
+            rec.count(f"{s['teacher']}.ppl_errors", s["errors"])
+            print(f"score: {s['teacher']}: {s['errors']} responses without a perplexity; first: {s['first_error']}",
+                  file=sys.stderr)
+    crash_point("score.scored")
+
+    with rec.step("corpus_ngrams"):
+        _corpus(spark, cfg, rec, read("sft"))
+    _summarize(read("sft"))
+
+
+def _corpus(spark, cfg, rec, sft) -> None:
+    """Recount n-grams across each teacher whose responses changed (their corpus_key differs)."""
+    n = cfg.score.ngram_n
+    keys = st.corpus_keys(sft, n)
+    stale = [r["teacher"] for r in sft.join(keys.withColumnRenamed("corpus_key", "current"), "teacher").where(
+        F.col("corpus_key").isNull() | (F.col("corpus_key") != F.col("current"))).select("teacher").distinct()
+        .collect()]
+    for teacher in sorted(stale):
+        rows = sft.where(F.col("teacher") == teacher)
+        counted = st.corpus_max(rows, n).join(keys, "teacher")
+        staged, path = stage(spark, cfg, counted, f"corpus-{teacher}")
+        m = merge_update(spark, cfg, "sft", staged, ["ngram_corpus_max", "corpus_key"])
+        rec.wrote("sft", m["version"])
+        rec.count(f"{teacher}.corpus_rows", m.get("numTargetRowsUpdated", 0))
+        remove_path(spark, path)
+
+
+def _summarize(sft) -> None:
+    for r in sft.groupBy("teacher").agg(F.count("*").alias("rows"), F.avg("ppl").alias("ppl"),
+                                        F.avg("n_tokens").alias("tokens"),
+                                        F.sum((~F.col("structure_ok")).cast("int")).alias("bad_structure")
+                                        ).orderBy("teacher").collect():
+        ppl = "n/a" if r["ppl"] is None else f"{r['ppl']:.2f}"
+        tokens = "n/a" if r["tokens"] is None else f"{r['tokens']:.0f}"
+        print(f"score: {r['teacher']}: {r['rows']} responses, mean perplexity {ppl}, mean {tokens} tokens, "
+              f"{r['bad_structure'] or 0} with broken structure")
