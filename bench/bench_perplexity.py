@@ -1,13 +1,16 @@
-"""Response perplexity throughput: TransformersScorer called directly on synthetic (conversation, response) pairs.
+"""Response perplexity throughput, side by side in one run: TransformersScorer called directly in this process
+vs the same scorer through Spark (distill.stages.score.score_rows, the score job's stage) on the same pairs.
 
-  .venv/bin/python bench/bench_perplexity.py [--pairs 64] [--min-tokens 200] [--max-tokens 500]
-                                             [--batch-sizes 1,8] [--repeat 2] [--model PATH] [--threads N]
+  .venv/bin/python bench/bench_perplexity.py [--pairs 512] [--min-tokens 200] [--max-tokens 500]
+                                             [--batch-size 8] [--repeat 2] [--model PATH]
 
 Without --model it builds the tiny random Qwen2 (distill.tiny_model) in a temporary folder, so the numbers are
 the scorer's own overhead plus a very small forward pass, not a real model's speed. Each pair is a one-turn
 conversation whose rendered prompt + response is between min and max tokens (uniformly drawn), most of it
-response. Prints one row per batch size: tokens/s counts every token run through the model (prompt and
-response), response tok/s only the scored ones; the best of `repeat` runs after one warm-up batch.
+response. Direct: one process, torch threads = cores. Spark: local[cores], one task and one torch thread per
+core, the model loaded once per Python worker (a warm-up pass loads it; the timed pass reuses the workers); its
+stage also runs the structure and repetition scorers, as the job does. tokens/s counts every token run through
+the model; the figure to watch is the ratio spark/direct (goal >= 0.8). Best of `repeat` timed runs each.
 """
 
 from __future__ import annotations
@@ -52,46 +55,66 @@ def make_pairs(tokenizer, n: int, low: int, high: int, seed: int = 0) -> list[tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=512)
     parser.add_argument("--min-tokens", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=500)
-    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--model", default=None, help="a causal LM folder; default: build the tiny model")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
 
+    import os
+
     import torch
+    from distill.config import load_config
     from distill.scorers.perplexity import TransformersScorer, render
+    from distill.spark import cores_per_task, get_spark
+    from distill.stages.score import ScoreSpec, score_rows
     from distill.tiny_model import build_tiny_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cores = os.cpu_count() or 1
     tmp = None
     if args.model is None:
         tmp = Path(tempfile.mkdtemp(prefix="bench-ppl-"))
         args.model = str(build_tiny_model(tmp / "tiny-qwen2"))
     try:
-        scorer = TransformersScorer(args.model)
+        torch.set_num_threads(cores)
+        scorer = TransformersScorer(args.model, batch_size=args.batch_size)
         pairs = make_pairs(scorer.tokenizer, args.pairs, args.min_tokens, args.max_tokens)
-        lengths = [render(scorer.tokenizer, m, r) for m, r in pairs]
-        tokens = sum(len(ids) for ids, _ in lengths)
-        scored = sum(len(ids) - start for ids, start in lengths)
-        print(f"model {Path(args.model).name}: {args.pairs} pairs, {tokens} tokens "
-              f"({min(len(i) for i, _ in lengths)}-{max(len(i) for i, _ in lengths)} per pair), "
-              f"{scored} response tokens, torch threads {torch.get_num_threads()}")
-        print(f"{'batch':>5} {'seconds':>8} {'tokens/s':>9} {'response tok/s':>15} {'pairs/s':>8}")
-        for size in (int(s) for s in args.batch_sizes.split(",")):
-            scorer.batch_size = size
-            scorer.score(pairs[:size])  # warm-up: first-call allocations and kernel choices
-            best = float("inf")
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                results = scorer.score(pairs)
-                best = min(best, time.perf_counter() - start)
-            errors = sum(r.error is not None for r in results)
-            print(f"{size:>5} {best:>8.2f} {tokens / best:>9.0f} {scored / best:>15.0f} {len(pairs) / best:>8.1f}"
-                  + (f"  ({errors} errors)" if errors else ""))
+        tokens = sum(len(render(scorer.tokenizer, m, r)[0]) for m, r in pairs)
+        print(f"model {Path(args.model).name}: {len(pairs)} pairs, {tokens} tokens, batch size {args.batch_size}, "
+              f"{cores} cores")
+
+        scorer.score(pairs[: args.batch_size])  # warm-up
+        direct = float("inf")
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            want = scorer.score(pairs)
+            direct = min(direct, time.perf_counter() - start)
+        scorer.close()
+
+        spark = get_spark(load_config(None, [f"spark.master=local[{cores}]",
+                                             "spark.conf.spark.ui.showConsoleProgress=false"]))
+        spec = ScoreSpec({"model": str(Path(args.model).resolve()), "engine": "transformers", "device": "cpu",
+                          "dtype": "float32", "batch_size": args.batch_size, "max_tokens": 32768,
+                          "engine_args": {}, "threads": 0, "build_tiny_from": []}, None, 20, cores_per_task(spark))
+        df = spark.createDataFrame(
+            [(f"q{i}", "t", m, r, "stop") for i, (m, r) in enumerate(pairs)],
+            "query_id string, teacher string, messages array<struct<role:string,content:string>>, "
+            "response string, finish_reason string").repartition(cores).cache()
+        df.count()
+        score_rows(df, spec, 0).write.format("noop").mode("overwrite").save()  # warm-up: load the model per worker
+        through = float("inf")
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            got = {r["query_id"]: r["ppl"] for r in score_rows(df, spec, 0).select("query_id", "ppl").collect()}
+            through = min(through, time.perf_counter() - start)
+        worst = max(abs(got[f"q{i}"] - w.ppl) / w.ppl for i, w in enumerate(want))
+        print(f"  direct (1 process, {cores} torch threads): {direct:7.2f} s  {tokens / direct:9,.0f} tokens/s")
+        print(f"  spark  ({cores} tasks, 1 thread each):     {through:7.2f} s  {tokens / through:9,.0f} tokens/s")
+        print(f"  ratio spark/direct throughput = {direct / through:.2f}  (largest relative ppl difference "
+              f"{worst:.1e})")
+        spark.stop()
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

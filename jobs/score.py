@@ -49,6 +49,14 @@ def reference_model(cfg) -> str | None:
 def score_spec(spark, cfg) -> st.ScoreSpec:
     model = reference_model(cfg)
     s = cfg.score
+    if model is not None and s.perplexity.engine == "vllm":
+        from distill.config import ConfigError, TeacherConfig
+        from distill.engines import check_engine
+
+        try:  # an unknown vLLM argument fails here, naming the key, before any task starts
+            check_engine(TeacherConfig("reference", "vllm", model, s.perplexity.engine_args), "score.perplexity")
+        except ConfigError as err:
+            raise SystemExit(f"config error: {err}") from None
     ppl = None if model is None else {**dataclasses.asdict(s.perplexity), "model": model, "build_tiny_from": []}
     tokenizer = s.student_tokenizer or model
     if s.student_tokenizer and not Path(s.student_tokenizer).exists():
@@ -63,7 +71,8 @@ def run(spark, cfg, args, rec) -> None:
     for name in ("queries", "attempts"):
         if not DeltaTable.isDeltaTable(spark, table_path(cfg, name)):
             raise SystemExit(f"score: no `{name}` table yet; run generate first")
-    spec = score_spec(spark, cfg)
+    with rec.step("reference_model"):
+        spec = score_spec(spark, cfg)
     ensure_table(spark, cfg, "sft")
     read = lambda name: spark.read.format("delta").load(table_path(cfg, name))  # noqa: E731
 
@@ -110,14 +119,16 @@ def _corpus(spark, cfg, rec, sft) -> None:
     stale = [r["teacher"] for r in sft.join(keys.withColumnRenamed("corpus_key", "current"), "teacher").where(
         F.col("corpus_key").isNull() | (F.col("corpus_key") != F.col("current"))).select("teacher").distinct()
         .collect()]
-    for teacher in sorted(stale):
-        rows = sft.where(F.col("teacher") == teacher)
-        counted = st.corpus_max(rows, n).join(keys, "teacher")
-        staged, path = stage(spark, cfg, counted, f"corpus-{teacher}")
-        m = merge_update(spark, cfg, "sft", staged, ["ngram_corpus_max", "corpus_key"])
-        rec.wrote("sft", m["version"])
-        rec.count(f"{teacher}.corpus_rows", m.get("numTargetRowsUpdated", 0))
-        remove_path(spark, path)
+    if not stale:
+        return
+    rows = sft.where(F.col("teacher").isin(stale))
+    partitions = st.corpus_partitions(rows.count(), int(spark.conf.get("spark.sql.shuffle.partitions")))
+    counted = st.corpus_max(rows, n, partitions).join(keys, "teacher")
+    staged, path = stage(spark, cfg, counted, "corpus")
+    rec.wrote("sft", merge_update(spark, cfg, "sft", staged, ["ngram_corpus_max", "corpus_key"])["version"])
+    for r in staged.groupBy("teacher").count().collect():
+        rec.count(f"{r['teacher']}.corpus_rows", r["count"])
+    remove_path(spark, path)
 
 
 def _summarize(sft) -> None:

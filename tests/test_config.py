@@ -18,7 +18,18 @@ def test_shipped_configs_load():
     assert {t.engine for t in cluster.teachers} >= {"vllm", "openai"}
     assert cluster.prepare.embedder.path.endswith("bge-m3")
     assert [b.name for b in local.prepare.decontam.benchmarks] == ["sample-bench"]
-    assert cluster.score.reference_model is not None
+    assert cluster.score.perplexity.engine == "vllm" and cluster.score.student_tokenizer is not None
+    assert local.score.perplexity.build_tiny_from and local.score.perplexity.model is not None
+    assert (local.curate.corpus_max_count, local.curate.repeat_max_count) == (20, 20)
+
+
+def test_curate_and_score_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"curate\.max_perplexity_by_teacher\.t: expected a number"):
+        load_config(None, ["curate.max_perplexity_by_teacher={t: high}"])
+    with pytest.raises(ConfigError, match=r"score\.perplexity\.engine: must be one of transformers, vllm"):
+        load_config(None, ["score.perplexity.engine=tgi"])
+    with pytest.raises(ConfigError, match=r"export\.formats\.0: must be one of jsonl, parquet"):
+        load_config(None, ["export.formats=[csv]"])
 
 
 def test_defaults_without_a_file():

@@ -243,3 +243,22 @@ def test_export_before_curate_and_score_without_its_model_are_clear_errors(spark
     assert run_cli("score", *args) == 0
     assert run_cli("export", *args) != 0
     assert "no successful curate run yet" in capsys.readouterr().err
+
+
+def test_the_spark_conversation_equals_the_one_the_teacher_was_sent(spark):
+    from distill.stages.score import conversation as spark_conversation
+    from pyspark.sql import functions as F
+
+    cases = [
+        (PROMPT, [{"role": "user", "content": "hi"}]),
+        (PROMPT, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                  {"role": "assistant", "content": "yo"}, {"role": "user", "content": "and?"}]),
+        (PROMPT, [{"role": "system", "content": "only a system turn"}]),
+        ("", [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]),
+        (None, [{"role": "user", "content": "hi"}]),
+    ]
+    df = spark.createDataFrame([(i, p, m) for i, (p, m) in enumerate(cases)],
+                               "i int, p string, m array<struct<role:string,content:string>>")
+    got = {r.i: [x.asDict() for x in r.c] for r in df.select("i", spark_conversation(F.col("p"), F.col("m"))
+                                                              .alias("c")).collect()}
+    assert got == {i: conversation(p or "", m) for i, (p, m) in enumerate(cases)}

@@ -16,7 +16,7 @@ SAMPLE_LINES = sum(1 for line in (ROOT / "data/sample/queries.jsonl").read_bytes
 def test_cli_help_lists_the_jobs():
     done = run_subprocess([venv_bin("distill"), "--help"], timeout=120)
     assert done.returncode == 0
-    for job in ("pipeline", "ingest", "prepare", "generate", "sql", "verify"):
+    for job in ("pipeline", "ingest", "prepare", "generate", "score", "curate", "export", "sql", "verify"):
         assert f"    {job}" in done.stdout
 
 
@@ -28,7 +28,8 @@ def test_bad_config_key_exits_2_before_spark_starts(tmp_path):
 
 @pytest.mark.slow
 def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
-    wh = ["--set", f"warehouse={tmp_path / 'warehouse'}", "--set", "spark.conf.spark.ui.enabled=false"]
+    wh = ["--set", f"warehouse={tmp_path / 'warehouse'}", "--set", "spark.conf.spark.ui.enabled=false",
+          "--set", f"output_dir={tmp_path / 'out'}", "--set", f"score.perplexity.model={tmp_path / 'reference'}"]
     count_sql = ("SELECT (SELECT count(*) FROM queries) AS queries, (SELECT count(*) FROM quarantine) AS bad, "
                  "(SELECT count(*) FROM runs) AS runs")
     counts = []
@@ -70,3 +71,16 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
     out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT coalesce(counts['teacher-a.generated'], 0) "
                           "FROM runs WHERE job = 'generate' ORDER BY started_at", "--csv", *wh])
     assert out.stdout.splitlines()[-2:] == ["58", "0"]
+
+    # score put each pair's accepted response into `sft` once; curate kept what passes the rules; export wrote
+    # the kept rows per teacher. The re-run scored nothing.
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
+                          "SELECT teacher, count(*), sum(CAST(keep AS INT)), count(ppl) FROM sft GROUP BY teacher "
+                          "ORDER BY teacher", "--csv", *wh])
+    assert out.stdout.splitlines()[-3:] == ["teacher-a,51,47,51", "teacher-b,48,45,48", "teacher-c,49,45,49"]
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT coalesce(counts['teacher-a.scored'], 0) "
+                          "FROM runs WHERE job = 'score' ORDER BY started_at", "--csv", *wh])
+    assert out.stdout.splitlines()[-2:] == ["51", "0"]
+    for teacher, kept in (("teacher-a", 47), ("teacher-b", 45), ("teacher-c", 45)):
+        manifest = json.loads((tmp_path / "out" / "export" / teacher / "manifest.json").read_text())
+        assert manifest["rows"] == kept and manifest["files"]["jsonl"] and manifest["files"]["parquet"]

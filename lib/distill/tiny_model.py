@@ -88,8 +88,8 @@ def texts_from_files(paths: list[str]) -> list[str]:
     return texts
 
 
-def train_tiny_model(out_dir: str | Path, texts: list[str], steps: int = 300, seq_len: int = 128,
-                     batch_size: int = 16, lr: float = 3e-3, seed: int = 0) -> Path:
+def train_tiny_model(out_dir: str | Path, texts: list[str], steps: int = 200, seq_len: int = 128,
+                     batch_size: int = 8, lr: float = 3e-3, seed: int = 0) -> Path:
     """A tiny model (build_tiny_model) trained for `steps` on `texts`, written to `out_dir`. Idempotent.
 
     It gives the embedded default a reference model that exists offline and has seen text like the responses

@@ -46,7 +46,7 @@ def check_engine(teacher: TeacherConfig, key: str) -> None:
                 raise ConfigError(f"{key}.engine_args.{name}: not a vLLM engine argument")
 
 
-def _pin_task_gpus() -> None:
+def pin_task_gpus() -> None:
     """Point CUDA at the GPUs Spark gave this task (spark.task.resource.gpu.amount); no-op without any."""
     import os
 
@@ -64,7 +64,7 @@ def _pin_task_gpus() -> None:
 def build_engine(teacher: TeacherConfig) -> Engine:
     options = engine_options(teacher, "teacher")
     if teacher.engine in IN_PROCESS:
-        _pin_task_gpus()
+        pin_task_gpus()
     if teacher.engine == "vllm":
         from distill.engines.vllm_engine import VllmEngine
 

@@ -97,6 +97,19 @@ def prepare(tokenizer, item: Item, max_tokens: int) -> _Prepared | PerplexityRes
     return _Prepared(ids, start, truncated)
 
 
+def prepare_all(tokenizer, items: Sequence[Item], max_tokens: int):
+    """(results, todo): results[i] is already set for items that cannot be scored; todo lists (i, prepared)."""
+    results: list[PerplexityResult | None] = [None] * len(items)
+    todo: list[tuple[int, _Prepared]] = []
+    for i, item in enumerate(items):
+        p = prepare(tokenizer, item, max_tokens)
+        if isinstance(p, PerplexityResult):
+            results[i] = p
+        else:
+            todo.append((i, p))
+    return results, todo
+
+
 class TransformersScorer:
     """Scores with a transformers causal LM: right-padded batches, log-probs gathered from the logits."""
 
@@ -145,14 +158,7 @@ class TransformersScorer:
         return out
 
     def score(self, items: Sequence[Item]) -> list[PerplexityResult]:
-        results: list[PerplexityResult | None] = [None] * len(items)
-        todo: list[tuple[int, _Prepared]] = []
-        for i, item in enumerate(items):
-            p = prepare(self.tokenizer, item, self.max_tokens)
-            if isinstance(p, PerplexityResult):
-                results[i] = p
-            else:
-                todo.append((i, p))
+        results, todo = prepare_all(self.tokenizer, items, self.max_tokens)
         # Longest first: similar lengths share a batch (less padding), and a batch too big for memory fails first.
         todo.sort(key=lambda t: -len(t[1].ids))
         for b in range(0, len(todo), self.batch_size):
@@ -204,14 +210,7 @@ class VllmScorer:
         return results
 
     def score(self, items: Sequence[Item]) -> list[PerplexityResult]:
-        results: list[PerplexityResult | None] = [None] * len(items)
-        todo: list[tuple[int, _Prepared]] = []
-        for i, item in enumerate(items):
-            p = prepare(self.tokenizer, item, self.max_tokens)
-            if isinstance(p, PerplexityResult):
-                results[i] = p
-            else:
-                todo.append((i, p))
+        results, todo = prepare_all(self.tokenizer, items, self.max_tokens)
         if todo:
             try:
                 scored = self._generate([p for _, p in todo])

@@ -89,6 +89,9 @@ def _load(spec: ScoreSpec):
         scorer = None
         if spec.perplexity is not None:
             from distill.config import build_section
+            from distill.engines import pin_task_gpus
+
+            pin_task_gpus()  # the GPUs Spark gave this task, as for in-process teachers
 
             p = build_section(PerplexityConfig, spec.perplexity, "score.perplexity")
             if p.engine == "vllm":
@@ -161,20 +164,36 @@ def score_rows(rows: DataFrame, spec: ScoreSpec, partitions: int) -> DataFrame:
 # --- n-grams across one teacher's responses ----------------------------------------------------------------
 
 def _hashes(rows: DataFrame, n: int) -> DataFrame:
-    """teacher, query_id, h: one row per distinct n-gram hash of each response."""
+    """teacher, query_id, h: one row per distinct n-gram hash of each response. One Arrow batch out per batch
+    in: a frame per response would cost more than the hashing."""
+    import numpy as np
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            for teacher, query_id, response in pdf.itertuples(index=False):
-                hs = ngrams.distinct_hashes(response, n)
-                if hs:
-                    yield pd.DataFrame({"teacher": teacher, "query_id": query_id, "h": hs})
+        for big in batches:
+            for start in range(0, len(big), CHUNK_ROWS):  # ~1k hashes per response: bound the frame
+                pdf = big.iloc[start : start + CHUNK_ROWS]
+                per = [np.unique(np.array(ngrams.ngram_hashes(ngrams.tokens(r), n), dtype=np.int64))
+                       for r in pdf["response"]]
+                sizes = [len(h) for h in per]
+                if sum(sizes):
+                    yield pd.DataFrame({"teacher": np.repeat(pdf["teacher"].to_numpy(), sizes),
+                                        "query_id": np.repeat(pdf["query_id"].to_numpy(), sizes),
+                                        "h": np.concatenate(per)})
 
     return rows.select("teacher", "query_id", "response").mapInPandas(
         run, "teacher string, query_id string, h long")
 
 
-def corpus_max(rows: DataFrame, n: int) -> DataFrame:
+# Responses per partition of the n-gram count: ~2.5M hashes of ~1k-token responses. A fixed partition count
+# would make each partition's aggregation grow (and spill) with the corpus: time would grow faster than it.
+RESPONSES_PER_PARTITION = 2500
+
+
+def corpus_partitions(n_responses: int, minimum: int) -> int:
+    return max(minimum, -(-n_responses // RESPONSES_PER_PARTITION))
+
+
+def corpus_max(rows: DataFrame, n: int, partitions: int = 0) -> DataFrame:
     """rows: teacher, query_id, response -> teacher, query_id, ngram_corpus_max: the most responses of the
     same teacher that share one n-gram with this one (1: none shared, 0: shorter than n tokens).
 
@@ -182,11 +201,19 @@ def corpus_max(rows: DataFrame, n: int) -> DataFrame:
     (teacher, hash) and keeps only hashes found in more than one response (few, for natural text); the second
     joins each response's hashes to those. Spark broadcasts the shared set when it is small, so the big side is
     shuffled once (for the count), and memory stays bounded by partition size whatever the corpus size.
+    partitions (see corpus_partitions): the count's shuffle partitions; 0 leaves Spark's setting.
     """
-    shared = _hashes(rows, n).groupBy("teacher", "h").agg(F.count("*").alias("c")).where(F.col("c") > 1)
+    hashes = _hashes(rows, n)
+    if partitions:
+        hashes = hashes.repartition(partitions, "teacher", "h")  # the count's shuffle, sized to the corpus
+    shared = hashes.groupBy("teacher", "h").agg(F.count("*").alias("c")).where(F.col("c") > 1)
     best = _hashes(rows, n).join(shared, ["teacher", "h"]).groupBy("teacher", "query_id").agg(
         F.max("c").alias("shared_max"))
-    has_ngram = F.udf(lambda text: len(ngrams.tokens(text)) >= n, "boolean")
+
+    @F.pandas_udf("boolean")
+    def has_ngram(texts: pd.Series) -> pd.Series:
+        return texts.map(lambda t: len(ngrams.tokens(t)) >= n)
+
     return (rows.select("teacher", "query_id", has_ngram("response").alias("has_ngram"))
             .join(best, ["teacher", "query_id"], "left")
             .select("teacher", "query_id", F.coalesce(F.col("shared_max"), F.when(F.col("has_ngram"), 1)
