@@ -262,3 +262,35 @@ def test_the_spark_conversation_equals_the_one_the_teacher_was_sent(spark):
     got = {r.i: [x.asDict() for x in r.c] for r in df.select("i", spark_conversation(F.col("p"), F.col("m"))
                                                               .alias("c")).collect()}
     assert got == {i: conversation(p or "", m) for i, (p, m) in enumerate(cases)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["score.selected", "score.scored"])
+def test_a_crash_mid_score_then_a_rerun_ends_as_an_uninterrupted_run(spark, cfg, warehouse, monkeypatch, point):
+    class Killed(BaseException):  # not an Exception: nothing in the job may catch it, as with SIGKILL
+        pass
+
+    def crash(name):
+        if name == point:
+            raise Killed
+
+    monkeypatch.setattr("jobs.score.crash_point", crash)
+    with pytest.raises(Killed):
+        run_cli("score", *warehouse["args"])
+    monkeypatch.undo()
+    assert run_cli("score", *warehouse["args"]) == 0
+    stable = ("attempt", "response", "messages", "n_tokens", "ppl", "structure_reason", "ngram_max_repeat",
+              "ngram_corpus_max")
+    def view(r):  # perplexity to 6 digits: batches padded differently differ in the last float bits
+        return tuple(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in stable)
+
+    got = {k: view(r) for k, r in sft(spark, cfg).items()}
+    assert len(got) == len(expected_rows(warehouse["ids"]))
+    assert all(r["score_key"] and r["corpus_key"] for r in sft(spark, cfg).values())
+    # the same as a clean run in a fresh warehouse ...
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, f"{cfg.warehouse}/sft").delete()
+    assert run_cli("score", *warehouse["args"]) == 0
+    clean = {k: view(r) for k, r in sft(spark, cfg).items()}
+    assert got == clean
