@@ -3,6 +3,7 @@ vs the same scorer through Spark (distill.stages.score.score_rows, the score job
 
   .venv/bin/python bench/bench_perplexity.py [--pairs 512] [--min-tokens 200] [--max-tokens 500]
                                              [--batch-size 8] [--repeat 2] [--model PATH]
+                                             [--device cuda --dtype bfloat16 --direct-only]
 
 Without --model it builds the tiny random Qwen2 (distill.tiny_model) in a temporary folder, so the numbers are
 the scorer's own overhead plus a very small forward pass, not a real model's speed. Each pair is a one-turn
@@ -11,6 +12,7 @@ response. Direct: one process, torch threads = cores. Spark: local[cores], one t
 core, the model loaded once per Python worker (a warm-up pass loads it; the timed pass reuses the workers); its
 stage also runs the structure and repetition scorers, as the job does. tokens/s counts every token run through
 the model; the figure to watch is the ratio spark/direct (goal >= 0.8). Best of `repeat` timed runs each.
+`--direct-only --device cuda` is the GPU measurement of the scorer alone (no Spark).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--model", default=None, help="a causal LM folder; default: build the tiny model")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--direct-only", action="store_true", help="measure the scorer alone, without Spark")
     args = parser.parse_args()
 
     import os
@@ -79,11 +84,11 @@ def main() -> None:
         args.model = str(build_tiny_model(tmp / "tiny-qwen2"))
     try:
         torch.set_num_threads(cores)
-        scorer = TransformersScorer(args.model, batch_size=args.batch_size)
+        scorer = TransformersScorer(args.model, args.device, args.dtype, batch_size=args.batch_size)
         pairs = make_pairs(scorer.tokenizer, args.pairs, args.min_tokens, args.max_tokens)
         tokens = sum(len(render(scorer.tokenizer, m, r)[0]) for m, r in pairs)
         print(f"model {Path(args.model).name}: {len(pairs)} pairs, {tokens} tokens, batch size {args.batch_size}, "
-              f"{cores} cores")
+              f"{cores} cores, {args.device} {args.dtype}")
 
         scorer.score(pairs[: args.batch_size])  # warm-up
         direct = float("inf")
@@ -92,11 +97,15 @@ def main() -> None:
             want = scorer.score(pairs)
             direct = min(direct, time.perf_counter() - start)
         scorer.close()
+        print(f"  direct (1 process, {cores} torch threads): {direct:7.2f} s  {tokens / direct:9,.0f} tokens/s")
+        if args.direct_only:
+            return
 
         spark = get_spark(load_config(None, [f"spark.master=local[{cores}]",
                                              "spark.conf.spark.ui.showConsoleProgress=false"]))
-        spec = ScoreSpec({"model": str(Path(args.model).resolve()), "engine": "transformers", "device": "cpu",
-                          "dtype": "float32", "batch_size": args.batch_size, "max_tokens": 32768,
+        spec = ScoreSpec({"model": str(Path(args.model).resolve()), "engine": "transformers",
+                          "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+                          "max_tokens": 32768,
                           "engine_args": {}, "threads": 0, "build_tiny_from": []}, None, 20, cores_per_task(spark))
         df = spark.createDataFrame(
             [(f"q{i}", "t", m, r, "stop") for i, (m, r) in enumerate(pairs)],
@@ -110,7 +119,6 @@ def main() -> None:
             got = {r["query_id"]: r["ppl"] for r in score_rows(df, spec, 0).select("query_id", "ppl").collect()}
             through = min(through, time.perf_counter() - start)
         worst = max(abs(got[f"q{i}"] - w.ppl) / w.ppl for i, w in enumerate(want))
-        print(f"  direct (1 process, {cores} torch threads): {direct:7.2f} s  {tokens / direct:9,.0f} tokens/s")
         print(f"  spark  ({cores} tasks, 1 thread each):     {through:7.2f} s  {tokens / through:9,.0f} tokens/s")
         print(f"  ratio spark/direct throughput = {direct / through:.2f}  (largest relative ppl difference "
               f"{worst:.1e})")
