@@ -294,3 +294,19 @@ def test_a_crash_mid_score_then_a_rerun_ends_as_an_uninterrupted_run(spark, cfg,
     assert run_cli("score", *warehouse["args"]) == 0
     clean = {k: view(r) for k, r in sft(spark, cfg).items()}
     assert got == clean
+
+
+@pytest.mark.slow
+def test_the_vllm_reference_in_spark_agrees_with_transformers_and_a_new_engine_rescores(spark, cfg, warehouse):
+    window = ["--set", "score.perplexity.max_tokens=1024"]
+    assert run_cli("score", *warehouse["args"], *window) == 0
+    via_hf = {k: r["ppl"] for k, r in sft(spark, cfg).items()}
+    engine_args = "{kv_cache_memory_bytes: 67108864, max_model_len: 1025, dtype: float32, seed: 0}"
+    assert run_cli("score", *warehouse["args"], *window, "--set", "score.perplexity.engine=vllm",
+                   "--set", f"score.perplexity.engine_args={engine_args}") == 0
+    run = runs(spark, cfg, "score")[-1]
+    assert sum(v for k, v in run.counts.items() if k.endswith(".scored")) == len(via_hf)  # a new key: all again
+    via_vllm = {k: r["ppl"] for k, r in sft(spark, cfg).items()}
+    assert via_vllm.keys() == via_hf.keys()
+    for k, ppl in via_hf.items():
+        assert via_vllm[k] == pytest.approx(ppl, rel=1e-3), k
