@@ -1,0 +1,100 @@
+"""Report stages: the paper's teacher comparison as DataFrames, per teacher and category, from `attempts`
+and `sft`. DataFrame -> DataFrame; the report job writes them as `report_*` tables and draws them.
+
+Lengths are `sft.n_tokens` (the student's tokenizer), falling back to the teacher's own `tokens_out`. The
+paper's buckets are under 1,024, 1,024-10,240 and over 10,240 tokens. Diversity of lengths is the normalized
+entropy of the log2-length histogram (0: every response in one bin; 1: spread evenly over the bins used by
+the whole report), with the coefficient of variation beside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+BUCKETS = ("<1k", "1k-10k", ">10k")
+ALL = "all"  # the category value of a teacher's all-categories row
+
+
+def length(df: DataFrame) -> Column:
+    return F.coalesce(F.col("n_tokens"), F.col("tokens_out")).cast("long")
+
+
+def bucket(tokens: Column) -> Column:
+    return F.when(tokens < 1024, BUCKETS[0]).when(tokens <= 10240, BUCKETS[1]).otherwise(BUCKETS[2])
+
+
+def log2_bin(tokens: Column) -> Column:
+    """Bin b holds lengths in [2^b, 2^(b+1)); 0 tokens go to bin 0."""
+    return F.when(tokens <= 1, 0).otherwise(F.floor(F.log2(tokens))).cast("int")
+
+
+def _with_all(df: DataFrame) -> DataFrame:
+    """Every row twice: under its category and under ALL, so one groupBy gives both levels."""
+    return df.withColumn("category", F.explode(F.array(F.col("category"), F.lit(ALL))))
+
+
+def costs(attempts: DataFrame) -> DataFrame:
+    """teacher, category, pairs, attempts, accepted, acceptance_rate, attempts_per_accepted,
+    tokens_out_per_accepted, engine_s_per_accepted. A pair's cost is all its attempts, the failed included."""
+    pairs = attempts.groupBy("teacher", "category", "query_id").agg(
+        F.count("*").alias("n"), F.max(F.coalesce(F.col("accepted"), F.lit(False)).cast("int")).alias("ok"),
+        F.sum("tokens_out").alias("tokens"), F.sum("gen_seconds").alias("seconds"))
+    g = _with_all(pairs).groupBy("teacher", "category").agg(
+        F.count("*").alias("pairs"), F.sum("n").alias("attempts"), F.sum("ok").alias("accepted"),
+        F.sum("tokens").alias("tokens_out"), F.sum("seconds").alias("engine_s"))
+    per = lambda c: F.when(F.col("accepted") > 0, F.col(c) / F.col("accepted"))  # noqa: E731
+    return g.select("teacher", "category", "pairs", "attempts", "accepted",
+                    (F.col("accepted") / F.col("pairs")).alias("acceptance_rate"),
+                    per("attempts").alias("attempts_per_accepted"),
+                    per("tokens_out").alias("tokens_out_per_accepted"),
+                    per("engine_s").alias("engine_s_per_accepted"))
+
+
+def lengths(sft: DataFrame) -> DataFrame:
+    """teacher, category, responses, kept, mean/median/p90 tokens, cv, the bucket shares, mean/median ppl."""
+    rows = _with_all(sft.withColumn("len", length(sft)).withColumn("bucket", bucket(F.col("len"))))
+    share = lambda b: F.avg((F.col("bucket") == b).cast("double")).alias(f"share_{b}")  # noqa: E731
+    return rows.groupBy("teacher", "category").agg(
+        F.count("*").alias("responses"), F.sum(F.coalesce(F.col("keep"), F.lit(False)).cast("int")).alias("kept"),
+        F.avg("len").alias("mean_tokens"), F.percentile("len", 0.5).alias("median_tokens"),
+        F.percentile("len", 0.9).alias("p90_tokens"),
+        (F.stddev_pop("len") / F.avg("len")).alias("length_cv"),
+        *[share(b) for b in BUCKETS],
+        F.avg("ppl").alias("mean_ppl"), F.percentile("ppl", 0.5).alias("median_ppl"))
+
+
+def length_histogram(sft: DataFrame) -> DataFrame:
+    """teacher, category, bin (log2 of tokens), lo, hi, count."""
+    rows = _with_all(sft.withColumn("bin", log2_bin(length(sft))))
+    return rows.groupBy("teacher", "category", "bin").count().select(
+        "teacher", "category", "bin", F.pow(2, "bin").cast("long").alias("lo"),
+        F.pow(2, F.col("bin") + 1).cast("long").alias("hi"), "count")
+
+
+def diversity(histogram: DataFrame) -> DataFrame:
+    """teacher, category, length_entropy: the histogram's entropy over log(bins used by the whole report)."""
+    bins = histogram.select(F.countDistinct("bin").alias("k")).first()["k"] or 1
+    totals = histogram.groupBy("teacher", "category").agg(F.sum("count").alias("total"))
+    p = histogram.join(totals, ["teacher", "category"]).withColumn("p", F.col("count") / F.col("total"))
+    scale = F.lit(1.0) if bins <= 1 else F.lit(1.0 / math.log(bins))
+    return p.groupBy("teacher", "category").agg((-F.sum(F.col("p") * F.log(F.col("p"))) * scale)
+                                                .alias("length_entropy"))
+
+
+def verify_histogram(attempts: DataFrame) -> DataFrame:
+    """teacher, category, score_bin (0.0, 0.1, ... 1.0: scores in [b, b + 0.1), 1.0 alone; null: no score),
+    status, count."""
+    # when(): least() skips nulls, so a null score (a timeout) would land in the 1.0 bin without it
+    b = F.when(F.col("verify_score").isNotNull(), F.least(F.floor(F.col("verify_score") * 10), F.lit(10)) / 10)
+    return _with_all(attempts.where(F.col("verify_status").isNotNull())).groupBy(
+        "teacher", "category", b.alias("score_bin"), F.col("verify_status").alias("status")).count()
+
+
+def rejects(sft: DataFrame) -> DataFrame:
+    """teacher, category, reason, count: curate's reject reasons (pending: not decided yet)."""
+    reason = F.when(F.col("keep").isNull(), "pending").otherwise(F.col("reject_reason"))
+    return _with_all(sft.where(~F.coalesce(F.col("keep"), F.lit(False)))).groupBy(
+        "teacher", "category", reason.alias("reason")).count()
