@@ -94,6 +94,29 @@ TABLES = {
             "n-gram inside the response), ngram_corpus_max (most responses of this teacher sharing one of its "
             "n-grams). keep/reject_reason come from curate's thresholds; keep is null until curated.",
         ),
+        Table("report_costs", ("teacher", "category"),
+              "teacher string not null, category string not null, pairs long, attempts long, accepted long, "
+              "acceptance_rate double, attempts_per_accepted double, tokens_out_per_accepted double, "
+              "engine_s_per_accepted double, run_id string not null",
+              "Per teacher and category (and category 'all'): acceptance and the cost per accepted response."),
+        Table("report_lengths", ("teacher", "category"),
+              "teacher string not null, category string not null, responses long, kept long, mean_tokens double, "
+              "median_tokens double, p90_tokens double, length_cv double, share_lt_1k double, "
+              "share_1k_10k double, share_gt_10k double, mean_ppl double, median_ppl double, "
+              "length_entropy double, run_id string not null",
+              "Per teacher and category: response lengths (student tokenizer), the paper's buckets, length "
+              "diversity (normalized entropy of the log2-length histogram) and perplexity."),
+        Table("report_length_hist", ("teacher", "category", "bin"),
+              "teacher string not null, category string not null, bin int not null, lo long, hi long, count long, "
+              "run_id string not null",
+              "Histogram of response lengths: bin b counts lengths in [2^b, 2^(b+1))."),
+        Table("report_verify", ("teacher", "category", "score_bin", "status"),
+              "teacher string not null, category string not null, score_bin double, status string, count long, "
+              "run_id string not null",
+              "Verify-score distribution of all attempts, by status."),
+        Table("report_rejects", ("teacher", "category", "reason"),
+              "teacher string not null, category string not null, reason string, count long, run_id string not null",
+              "Curate's reject reasons (pending: not decided yet)."),
         Table(
             "runs",
             ("run_id",),
@@ -211,6 +234,13 @@ def merge_mirror(spark, cfg: Config, name: str, df, changed: str) -> dict:
     df = _align(df, _schema(spark, table.ddl))
     (target.alias("t").merge(df.alias("s"), _key_condition(table.keys))
      .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll().whenNotMatchedBySourceDelete().execute())
+    return last_operation(target)
+
+
+def replace_all(spark, cfg: Config, name: str, df) -> dict:
+    """Overwrite the whole table with `df` in one Delta commit (derived tables such as reports)."""
+    target = ensure_table(spark, cfg, name)
+    _align(df, _schema(spark, TABLES[name].ddl)).write.format("delta").mode("overwrite").save(table_path(cfg, name))
     return last_operation(target)
 
 

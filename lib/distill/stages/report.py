@@ -14,7 +14,7 @@ import math
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-BUCKETS = ("<1k", "1k-10k", ">10k")
+BUCKETS = ("lt_1k", "1k_10k", "gt_10k")  # under 1,024; 1,024-10,240; over 10,240 tokens
 ALL = "all"  # the category value of a teacher's all-categories row
 
 

@@ -1,0 +1,55 @@
+"""report: the paper's teacher comparison for this warehouse, per teacher and category: token lengths (the
+paper's buckets, a histogram, diversity), perplexity, acceptance and attempts per accepted response, the
+verify-score distribution, reject reasons, and the cost per accepted response in tokens and engine seconds.
+
+Writes the `report_*` tables (each replaced whole, so it is this run's snapshot) and
+<output_dir>/report/report.html with its PNG plots, and prints where the page is.
+"""
+
+from __future__ import annotations
+
+from distill.report_html import render
+from distill.spark import resolve_path
+from distill.stages import report as st
+from distill.tables import replace_all, table_path
+from pyspark.sql import functions as F
+
+HELP = "compare the teachers: report_* tables and an HTML report with plots"
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(spark, cfg, args, rec) -> None:
+    from delta.tables import DeltaTable
+
+    for name in ("attempts", "sft"):
+        if not DeltaTable.isDeltaTable(spark, table_path(cfg, name)):
+            raise SystemExit(f"report: no `{name}` table yet; run generate and score first")
+    attempts = spark.read.format("delta").load(table_path(cfg, "attempts"))
+    sft = spark.read.format("delta").load(table_path(cfg, "sft"))
+    hist = st.length_histogram(sft).cache()
+    frames = {
+        "costs": st.costs(attempts),
+        "lengths": st.lengths(sft).join(st.diversity(hist), ["teacher", "category"], "left"),
+        "length_hist": hist,
+        "verify": st.verify_histogram(attempts),
+        "rejects": st.rejects(sft),
+    }
+    tables = {"costs": "report_costs", "lengths": "report_lengths", "length_hist": "report_length_hist",
+              "verify": "report_verify", "rejects": "report_rejects"}
+    local = {}
+    with rec.step("tables"):
+        for key, df in frames.items():
+            df = df.withColumn("run_id", F.lit(rec.run_id))
+            rec.wrote(tables[key], replace_all(spark, cfg, tables[key], df)["version"])
+            local[key] = df.drop("run_id").toPandas()
+            rec.count(f"rows.{tables[key]}", len(local[key]))
+    notes = [f"Run {rec.run_id}."]
+    if cfg.score.perplexity.build_tiny_from:
+        notes.append("Perplexities come from a tiny model trained on the bundled sample (the embedded default): "
+                     "they show the mechanics only and say nothing about quality.")
+    with rec.step("render"):
+        paths = render(local, resolve_path(cfg.output_dir) + "/report", notes)
+    print(f"report: {paths['html']} ({len(paths['png'])} plots); tables: {', '.join(tables.values())}")

@@ -1,0 +1,140 @@
+"""Draw the teacher comparison: PNG plots (matplotlib, no display needed) and one self-contained HTML page
+that embeds them, from the small pandas frames of distill.stages.report. Plain Python: the report job and
+the notebook both call it.
+
+    paths = render(frames, out_dir, notes=["..."])   # {"html": ..., "png": [...]}
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from distill.stages.report import ALL, BUCKETS
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: a batch job has no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lengths(hist: pd.DataFrame, path: Path) -> None:
+    """Length distribution per teacher (all categories): share of responses per log2-length bin."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    h = hist[hist["category"] == ALL]
+    for teacher, g in sorted(h.groupby("teacher")):
+        g = g.sort_values("bin")
+        ax.step(g["lo"], g["count"] / g["count"].sum(), where="post", label=teacher)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("response tokens (student tokenizer)")
+    ax.set_ylabel("share of responses")
+    ax.set_title("Token-length distribution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_buckets(lengths: pd.DataFrame, path: Path) -> None:
+    """The paper's length buckets per teacher, stacked."""
+    plt = _plt()
+    rows = lengths[lengths["category"] == ALL].sort_values("teacher")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bottom = [0.0] * len(rows)
+    labels = dict(zip(BUCKETS, ("< 1,024", "1,024-10,240", "> 10,240"), strict=True))
+    for b in BUCKETS:
+        values = rows[f"share_{b}"].fillna(0).tolist()
+        ax.bar(rows["teacher"], values, bottom=bottom, label=f"{labels[b]} tokens")
+        bottom = [x + y for x, y in zip(bottom, values, strict=True)]
+    ax.set_ylabel("share of responses")
+    ax.set_title("Length buckets (<1,024 / 1,024-10,240 / >10,240)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_by_category(frame: pd.DataFrame, column: str, title: str, path: Path) -> None:
+    """One bar per (category, teacher) of `column`."""
+    plt = _plt()
+    table = frame[frame["category"] != ALL].pivot_table(index="category", columns="teacher", values=column)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if table.empty:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center")
+    else:
+        table.plot.bar(ax=ax, rot=0)
+    ax.set_title(title)
+    ax.set_ylabel(column)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_counts(frame: pd.DataFrame, index: str, title: str, path: Path) -> None:
+    """Counts of `index` values per teacher (all categories), side by side."""
+    plt = _plt()
+    table = frame[frame["category"] == ALL].pivot_table(index=index, columns="teacher", values="count",
+                                                         aggfunc="sum", fill_value=0)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if table.empty:
+        ax.text(0.5, 0.5, "none", ha="center", va="center")
+    else:
+        table.plot.bar(ax=ax, rot=30)
+    ax.set_title(title)
+    ax.set_ylabel("responses")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+PLOTS = (
+    ("lengths.png", "Token-length distribution", lambda f, p: plot_lengths(f["length_hist"], p)),
+    ("buckets.png", "Length buckets", lambda f, p: plot_buckets(f["lengths"], p)),
+    ("ppl.png", "Mean perplexity", lambda f, p: plot_by_category(f["lengths"], "mean_ppl", "Mean perplexity", p)),
+    ("acceptance.png", "Acceptance rate",
+     lambda f, p: plot_by_category(f["costs"], "acceptance_rate", "Acceptance rate", p)),
+    ("attempts.png", "Attempts per accepted response",
+     lambda f, p: plot_by_category(f["costs"], "attempts_per_accepted", "Attempts per accepted response", p)),
+    ("verify.png", "Verify scores", lambda f, p: plot_counts(f["verify"], "score_bin", "Verify-score distribution", p)),
+    ("rejects.png", "Reject reasons", lambda f, p: plot_counts(f["rejects"], "reason", "Curate reject reasons", p)),
+)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda x: f"{x:,.3f}", na_rep="–", border=0)
+
+
+def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str] = ()) -> dict:
+    """Write the PNGs and report.html (images embedded as data URIs, so the page stands alone) to out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections, pngs = [], []
+    for name, title, draw in PLOTS:
+        path = out / name
+        draw(frames, path)
+        pngs.append(str(path))
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        sections.append(f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(title)}" '
+                        f'src="data:image/png;base64,{data}">')
+    summary = frames["costs"].merge(frames["lengths"], on=["teacher", "category"], how="outer")
+    page = "\n".join([
+        "<!doctype html>", '<html><head><meta charset="utf-8"><title>distill: teacher comparison</title>',
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;text-align:right}"
+        "tr:nth-child(even){background:#f3f3f3}.note{background:#fff4d6;padding:8px}</style></head><body>",
+        "<h1>Teacher comparison</h1>",
+        *[f'<p class="note">{html.escape(n)}</p>' for n in notes],
+        "<h2>Summary per teacher and category</h2>", _table(summary),
+        *sections, "</body></html>",
+    ])
+    page_path = out / "report.html"
+    page_path.write_text(page, encoding="utf-8")
+    return {"html": str(page_path), "png": pngs}
