@@ -37,7 +37,7 @@ def frames(spark):
     return attempts, sft
 
 
-def groups(rows, key):
+def groups(rows):
     out = {}
     for r in rows:
         for cat in (r[2], st.ALL):
@@ -48,7 +48,7 @@ def groups(rows, key):
 def test_costs(frames):
     got = {(r.teacher, r.category): r.asDict() for r in st.costs(frames[0]).collect()}
     assert set(got) == {("t1", "math"), ("t1", "code"), ("t1", "all"), ("t2", "math"), ("t2", "code"), ("t2", "all")}
-    for key, rows in groups(ATTEMPTS, None).items():
+    for key, rows in groups(ATTEMPTS).items():
         pairs = {r[0] for r in rows}
         accepted = {r[0] for r in rows if r[4]}
         g = got[key]
@@ -65,7 +65,7 @@ def test_costs(frames):
 
 def test_lengths_buckets_and_perplexity(frames):
     got = {(r.teacher, r.category): r.asDict() for r in st.lengths(frames[1]).collect()}
-    for key, rows in groups(SFT, None).items():
+    for key, rows in groups(SFT).items():
         lens = [r[3] if r[3] is not None else r[4] for r in rows]
         ppls = [r[5] for r in rows if r[5] is not None]
         g = got[key]
@@ -83,7 +83,7 @@ def test_histograms_and_diversity(frames):
     hist = st.length_histogram(sft)
     got = {(r.teacher, r.category, r.bin): (r.lo, r.hi, r["count"]) for r in hist.collect()}
     want = {}
-    for (t, c), rows in groups(SFT, None).items():
+    for (t, c), rows in groups(SFT).items():
         for r in rows:
             n = r[3] if r[3] is not None else r[4]
             b = int(math.floor(math.log2(n)))
@@ -92,7 +92,7 @@ def test_histograms_and_diversity(frames):
     assert got == want
     bins = len({k[2] for k in want})
     div = {(r.teacher, r.category): r.length_entropy for r in st.diversity(hist).collect()}
-    for (t, c), rows in groups(SFT, None).items():
+    for t, c in groups(SFT):
         counts = [v[2] for k, v in want.items() if k[:2] == (t, c)]
         total = sum(counts)
         entropy = -sum(k / total * math.log(k / total) for k in counts) / math.log(bins)

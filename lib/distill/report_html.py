@@ -103,7 +103,8 @@ PLOTS = (
      lambda f, p: plot_by_category(f["costs"], "acceptance_rate", "Acceptance rate", p)),
     ("attempts.png", "Attempts per accepted response",
      lambda f, p: plot_by_category(f["costs"], "attempts_per_accepted", "Attempts per accepted response", p)),
-    ("verify.png", "Verify scores", lambda f, p: plot_counts(f["verify"], "score_bin", "Verify-score distribution", p)),
+    ("verify.png", "Verify scores",
+     lambda f, p: plot_counts(f["verify"], "score_bin", "Verify-score distribution", p)),
     ("rejects.png", "Reject reasons", lambda f, p: plot_counts(f["rejects"], "reason", "Curate reject reasons", p)),
 )
 
