@@ -18,6 +18,7 @@ PIPELINE = (
     "generate",
     "score",
     "curate",
+    "report",
     "export",
 )
 

@@ -83,6 +83,9 @@ def _run_job(module, spark, cfg, args) -> int:
     try:
         if getattr(module, "RECORD", True):
             with RunRecorder(spark, cfg, args.job) as rec:
+                ui = spark.sparkContext.uiWebUrl if spark is not None else None
+                print(f"distill: {args.job} started (run_id {rec.run_id})" + (f"; Spark UI: {ui}" if ui else ""),
+                      flush=True)
                 module.run(spark, cfg, args, rec)
             print(f"distill: {args.job} finished (run_id {rec.run_id})")
         else:

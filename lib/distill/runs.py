@@ -57,7 +57,14 @@ class RunRecorder:
         try:
             yield
         finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+            took = time.perf_counter() - start
+            self.timings[name] = round(self.timings.get(name, 0.0) + took, 3)
+            print(f"distill: {self.job}: {name} done in {took:.1f} s", flush=True)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """One line a person can follow: rows done out of the total for a stage of this job."""
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        print(f"distill: {self.job}: {stage}: {done:,} of {total:,}{share}", flush=True)
 
     def __enter__(self):
         self.started = datetime.now(timezone.utc)
