@@ -84,3 +84,21 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
     for teacher, kept in (("teacher-a", 47), ("teacher-b", 45), ("teacher-c", 45)):
         manifest = json.loads((tmp_path / "out" / "export" / teacher / "manifest.json").read_text())
         assert manifest["rows"] == kept and manifest["files"]["jsonl"] and manifest["files"]["parquet"]
+
+    # the teacher-report notebook runs headless against the sample warehouse
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks/teacher_report.ipynb", as_version=4)
+    env = {"DISTILL_WAREHOUSE": str(tmp_path / "warehouse")}
+    import os
+
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        del os.environ["DISTILL_WAREHOUSE"]
+    text = {i: "".join(o.get("data", {}).get("text/plain", "") for o in c.outputs)
+            for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    assert "teacher-a         51    47" in text[3]
+    assert sum("image/png" in o.get("data", {}) for o in nb.cells[7].outputs) == 2
