@@ -4,6 +4,7 @@ no row count, `submit.sh sql` prints the tables, and the CLI lists its jobs."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -90,10 +91,7 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
     from nbclient import NotebookClient
 
     nb = nbformat.read(ROOT / "notebooks/teacher_report.ipynb", as_version=4)
-    env = {"DISTILL_WAREHOUSE": str(tmp_path / "warehouse")}
-    import os
-
-    os.environ.update(env)
+    os.environ["DISTILL_WAREHOUSE"] = str(tmp_path / "warehouse")
     try:
         NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     finally:
