@@ -8,6 +8,9 @@ Writes the `report_*` tables (each replaced whole, so it is this run's snapshot)
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from distill.report_html import render
 from distill.spark import resolve_path
 from distill.stages import report as st
@@ -37,8 +40,11 @@ def run(spark, cfg, args, rec) -> None:
         "verify": st.verify_histogram(attempts),
         "rejects": st.rejects(sft),
     }
-    tables = {"costs": "report_costs", "lengths": "report_lengths", "length_hist": "report_length_hist",
-              "verify": "report_verify", "rejects": "report_rejects"}
+    outputs = _outputs(spark, cfg)
+    if outputs is not None:
+        frames["adaptive"] = st.adaptive_lengths(outputs)
+    tables = {"adaptive": "report_adaptive", "costs": "report_costs", "lengths": "report_lengths",
+              "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects"}
     local = {}
     with rec.step("tables"):
         for key, df in frames.items():
@@ -53,3 +59,28 @@ def run(spark, cfg, args, rec) -> None:
     with rec.step("render"):
         paths = render(local, resolve_path(cfg.output_dir) + "/report", notes)
     print(f"report: {paths['html']} ({len(paths['png'])} plots); tables: {', '.join(tables.values())}")
+
+
+def _outputs(spark, cfg):
+    """model, task, response, n_tokens rows of the configured outputs (report.outputs), or None."""
+    from distill.readers import iter_records
+
+    rows = []
+    for i, src in enumerate(cfg.report.outputs):
+        task, response = src.fields.get("task", "task"), src.fields.get("response", "response")
+        try:
+            for n, record in enumerate(iter_records(src.path, src.format), start=1):
+                if not isinstance(record.get(response), str) or record.get(task) is None:
+                    raise ValueError(f"row {n} lacks {task!r} or a text {response!r}")
+                rows.append((src.name, str(record[task]), record[response]))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"config error: report.outputs.{i}.path: cannot read {src.path!r}: {err}") from None
+    if not rows:
+        return None
+    df = spark.createDataFrame(rows, "model string, task string, response string")
+    tokenizer = cfg.score.student_tokenizer or cfg.score.perplexity.model
+    if tokenizer is None or not Path(tokenizer).exists():
+        print("report: no student tokenizer; lengths of report.outputs are counted in whitespace words",
+              file=sys.stderr)
+        tokenizer = None
+    return st.count_tokens(df, tokenizer)

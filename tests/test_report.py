@@ -73,3 +73,29 @@ document.getElementById("f").onload = () => {{
                            "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert 'data-result="7/7"' in done.stdout, (done.stdout[-2000:], done.stderr[-2000:])
+
+
+def test_adaptive_length_per_task_from_configured_outputs(spark, cfg, warehouse, tmp_path):  # noqa: F811
+    import json
+
+    from transformers import AutoTokenizer
+
+    rows = {"student-a": [("easy", "short one"), ("easy", "also short"), ("hard", "a much longer answer " * 20)],
+            "student-b": [("easy", "brief"), ("hard", "longer " * 5)]}
+    paths = []
+    for model, items in rows.items():
+        path = tmp_path / f"{model}.jsonl"
+        path.write_text("".join(json.dumps({"level": t, "output": r}) + "\n" for t, r in items))
+        paths.append(f"{{name: {model}, path: '{path}', fields: {{task: level, response: output}}}}")
+    args = [*warehouse["args"], "--set", f"report.outputs=[{', '.join(paths)}]"]
+    for job in ("score", "curate", "report"):
+        assert run_cli(job, *args) == 0
+    tok = AutoTokenizer.from_pretrained(warehouse["model"])
+    got = {(r.model, r.task): (r.responses, r.mean_tokens) for r in table(spark, cfg, "report_adaptive").collect()}
+    want = {}
+    for model, items in rows.items():
+        for task in {t for t, _ in items}:
+            lens = [len(tok(r, add_special_tokens=False)["input_ids"]) for t, r in items if t == task]
+            want[(model, task)] = (len(lens), pytest.approx(sum(lens) / len(lens)))
+    assert got == want
+    assert "Adaptive length" in (Path(cfg.output_dir) / "report" / "report.html").read_text()

@@ -259,6 +259,15 @@ class CurateConfig:
 
 
 @dataclass
+class ReportConfig:
+    # Adaptive length: outputs of a student (or any model) on benchmark-like sets, one source per model (its
+    # name labels the model). Each row needs a task (benchmark name or difficulty level) and a response;
+    # `fields` maps other names, e.g. {task: level, response: output}. The report shows their lengths per
+    # task, side by side.
+    outputs: list[SourceConfig] = field(default_factory=list)
+
+
+@dataclass
 class ExportConfig:
     formats: list[Literal["jsonl", "parquet"]] = field(default_factory=lambda: ["jsonl", "parquet"])
     teachers: list[str] = field(default_factory=list)  # empty: every teacher in `sft`
@@ -278,6 +287,7 @@ class Config:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:

@@ -95,6 +95,19 @@ def plot_counts(frame: pd.DataFrame, index: str, title: str, path: Path) -> None
     plt.close(fig)
 
 
+def plot_adaptive(adaptive: pd.DataFrame, path: Path) -> None:
+    """Mean response length per task (benchmark or difficulty), one bar per model."""
+    plt = _plt()
+    table = adaptive.pivot_table(index="task", columns="model", values="mean_tokens")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    table.plot.bar(ax=ax, rot=0)
+    ax.set_title("Adaptive length: mean tokens per task")
+    ax.set_ylabel("mean response tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 PLOTS = (
     ("lengths.png", "Token-length distribution", lambda f, p: plot_lengths(f["length_hist"], p)),
     ("buckets.png", "Length buckets", lambda f, p: plot_buckets(f["lengths"], p)),
@@ -118,7 +131,10 @@ def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections, pngs = [], []
-    for name, title, draw in PLOTS:
+    plots = list(PLOTS)
+    if frames.get("adaptive") is not None and not frames["adaptive"].empty:
+        plots.append(("adaptive.png", "Adaptive length", lambda f, p: plot_adaptive(f["adaptive"], p)))
+    for name, title, draw in plots:
         path = out / name
         draw(frames, path)
         pngs.append(str(path))

@@ -117,6 +117,10 @@ TABLES = {
         Table("report_rejects", ("teacher", "category", "reason"),
               "teacher string not null, category string not null, reason string, count long, run_id string not null",
               "Curate's reject reasons (pending: not decided yet)."),
+        Table("report_adaptive", ("model", "task"),
+              "model string not null, task string not null, responses long, mean_tokens double, "
+              "median_tokens double, run_id string not null",
+              "Adaptive length: response lengths per benchmark or difficulty for the outputs in report.outputs."),
         Table(
             "runs",
             ("run_id",),

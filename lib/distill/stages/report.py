@@ -98,3 +98,40 @@ def rejects(sft: DataFrame) -> DataFrame:
     reason = F.when(F.col("keep").isNull(), "pending").otherwise(F.col("reject_reason"))
     return _with_all(sft.where(~F.coalesce(F.col("keep"), F.lit(False)))).groupBy(
         "teacher", "category", reason.alias("reason")).count()
+
+
+def count_tokens(rows: DataFrame, tokenizer: str | None) -> DataFrame:
+    """rows with `response` -> the same with `n_tokens` (the student's tokenizer, loaded once per worker; None:
+    whitespace words, said so in the report)."""
+    import pandas as pd
+
+    def run(batches):
+        tok = _tokenizer(tokenizer) if tokenizer else None
+        for pdf in batches:
+            texts = [t or "" for t in pdf["response"]]
+            counts = ([len(i) for i in tok(texts, add_special_tokens=False)["input_ids"]] if tok is not None
+                      else [len(t.split()) for t in texts])
+            yield pdf.assign(n_tokens=pd.array(counts, dtype="Int64"))
+
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    return rows.mapInPandas(run, StructType([*rows.schema.fields, StructField("n_tokens", LongType())]))
+
+
+_tokenizers: dict[str, object] = {}
+
+
+def _tokenizer(path: str):
+    if path not in _tokenizers:
+        from transformers import AutoTokenizer
+
+        _tokenizers[path] = AutoTokenizer.from_pretrained(path)
+    return _tokenizers[path]
+
+
+def adaptive_lengths(outputs: DataFrame) -> DataFrame:
+    """model, task, n_tokens rows -> model, task, responses, mean_tokens, median_tokens: lengths per benchmark
+    or difficulty (task), to see whether a model writes longer answers to harder tasks."""
+    return outputs.groupBy("model", "task").agg(
+        F.count("*").alias("responses"), F.avg("n_tokens").alias("mean_tokens"),
+        F.percentile("n_tokens", 0.5).alias("median_tokens"))
