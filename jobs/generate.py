@@ -142,6 +142,8 @@ def run(spark, cfg, args, rec) -> None:
         _account(rec, teachers, stats, finished, round_no)
         print(f"generate: round {round_no}: " + ", ".join(
             f"{name} {s['ok']} new" for name, s in sorted(stats.items())))
+        rec.progress(f"round {round_no} of at most {g.max_attempts}: requests answered",
+                     sum(s["ok"] for s in stats.values()), sum(s["ok"] + s["errors"] for s in stats.values()))
         if any(s["unverified"] for s in stats.values()):
             verify_pending(spark, cfg, rec, queries, spec)  # the judged categories
     _summarize(spark, cfg, rec, [t.name for t in teachers])
