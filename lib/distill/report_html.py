@@ -62,50 +62,38 @@ def plot_buckets(lengths: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_by_category(frame: pd.DataFrame, column: str, title: str, path: Path) -> None:
-    """One bar per (category, teacher) of `column`."""
+def _bars(table: pd.DataFrame, title: str, ylabel: str, rot: int, path: Path) -> None:
+    """Grouped bars: one group per index value, one bar per column."""
     plt = _plt()
-    table = frame[frame["category"] != ALL].pivot_table(index="category", columns="teacher", values=column)
     fig, ax = plt.subplots(figsize=(8, 4))
     if table.empty:
         ax.text(0.5, 0.5, "no data", ha="center", va="center")
     else:
-        table.plot.bar(ax=ax, rot=0)
+        table.plot.bar(ax=ax, rot=rot)
     ax.set_title(title)
-    ax.set_ylabel(column)
+    ax.set_ylabel(ylabel)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_by_category(frame: pd.DataFrame, column: str, title: str, path: Path) -> None:
+    """One bar per (category, teacher) of `column`."""
+    table = frame[frame["category"] != ALL].pivot_table(index="category", columns="teacher", values=column)
+    _bars(table, title, column, 0, path)
 
 
 def plot_counts(frame: pd.DataFrame, index: str, title: str, path: Path) -> None:
     """Counts of `index` values per teacher (all categories), side by side."""
-    plt = _plt()
     table = frame[frame["category"] == ALL].pivot_table(index=index, columns="teacher", values="count",
                                                          aggfunc="sum", fill_value=0)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    if table.empty:
-        ax.text(0.5, 0.5, "none", ha="center", va="center")
-    else:
-        table.plot.bar(ax=ax, rot=30)
-    ax.set_title(title)
-    ax.set_ylabel("responses")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _bars(table, title, "responses", 30, path)
 
 
 def plot_adaptive(adaptive: pd.DataFrame, path: Path) -> None:
     """Mean response length per task (benchmark or difficulty), one bar per model."""
-    plt = _plt()
     table = adaptive.pivot_table(index="task", columns="model", values="mean_tokens")
-    fig, ax = plt.subplots(figsize=(8, 4))
-    table.plot.bar(ax=ax, rot=0)
-    ax.set_title("Adaptive length: mean tokens per task")
-    ax.set_ylabel("mean response tokens")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _bars(table, "Adaptive length: mean tokens per task", "mean response tokens", 0, path)
 
 
 PLOTS = (
