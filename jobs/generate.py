@@ -78,8 +78,8 @@ def verify_pending(spark, cfg, rec, queries, spec: st.VerifySpec) -> int:
     attempts = spark.read.format("delta").load(table_path(cfg, "attempts"))
     todo = st.stale(attempts, current, cfg.generate.accept_no_verifier).join(
         queries.select("query_id", "messages", "reference_answer", "test_cases", "constraints"), "query_id")
-    with rec.step("verify"):
-        staged, path = stage(spark, cfg, st.verify(todo, spec, cfg.verify.partitions), "verify")
+    with rec.step("verify"), rec.watch("attempts verified", todo.count()) as counter:
+        staged, path = stage(spark, cfg, st.verify(todo, spec, cfg.verify.partitions, counter), "verify")
         counts = {r["verify_status"]: r["count"] for r in staged.groupBy("verify_status").count().collect()}
         if counts:
             metrics = merge_update(spark, cfg, "attempts", _with_acceptance(staged, cfg),
@@ -109,44 +109,54 @@ def run(spark, cfg, args, rec) -> None:
     verify_pending(spark, cfg, rec, queries, spec)  # left over from a crash, a new verifier version, ...
     for round_no in range(1, g.max_attempts + 1):
         attempts = spark.read.format("delta").load(table_path(cfg, "attempts"))
-        outs = [st.generate(st.pending_pairs(queries, attempts, t.name, g.max_attempts), t, g.batch_size,
-                            partitions, spec)
-                for t in teachers if t.name not in finished]
-        if not outs:
-            break
-        union = outs[0]
-        for o in outs[1:]:
-            union = union.unionByName(o)
-        with rec.step("generate"):
-            staged, path = stage(spark, cfg, union, f"generate-r{round_no}")
-            stats = {r["teacher"]: r for r in staged.groupBy("teacher").agg(
-                F.count("response").alias("ok"), F.count("error").alias("errors"),
-                F.sum(F.when(F.col("error").startswith(NO_RESPONSE), 1).otherwise(0)).alias("missing"),
-                F.first(F.when(~F.col("error").startswith(NO_RESPONSE), F.col("error")), ignorenulls=True)
-                .alias("first_error"),
-                F.sum((F.col("response").isNotNull() & F.col("verify_status").isNull()).cast("int"))
-                .alias("unverified"),
-                F.sum("tokens_in").alias("tokens_in"), F.sum("tokens_out").alias("tokens_out"),
-                F.sum("gen_seconds").alias("seconds")).collect()}
-            new = _with_acceptance(staged.where(F.col("error").isNull() & F.col("response").isNotNull()), cfg)
-            new = new.drop("error").withColumn("run_id", F.lit(rec.run_id)).withColumn(
-                "generated_at", F.current_timestamp())
-            crash_point("generate.staged")
-            if any(s["ok"] for s in stats.values()):
-                metrics = merge_new(spark, cfg, "attempts", new)
-                rec.wrote("attempts", metrics["version"])
-            remove_path(spark, path)
-            crash_point("generate.merged")
-        if not stats:
-            break  # no open pairs left for any teacher
+        pairs = {t.name: st.pending_pairs(queries, attempts, t.name, g.max_attempts).persist()
+                 for t in teachers if t.name not in finished}
+        try:
+            total = sum(p.count() for p in pairs.values())  # persisted: the round generates exactly these
+            if total == 0:
+                break  # no open pairs left for any teacher
+            stats = _round(spark, cfg, rec, teachers, pairs, total, spec, partitions, round_no)
+        finally:
+            for p in pairs.values():
+                p.unpersist()
         _account(rec, teachers, stats, finished, round_no)
         print(f"generate: round {round_no}: " + ", ".join(
             f"{name} {s['ok']} new" for name, s in sorted(stats.items())))
-        rec.progress(f"round {round_no} of at most {g.max_attempts}: requests answered",
-                     sum(s["ok"] for s in stats.values()), sum(s["ok"] + s["errors"] for s in stats.values()))
         if any(s["unverified"] for s in stats.values()):
             verify_pending(spark, cfg, rec, queries, spec)  # the judged categories
     _summarize(spark, cfg, rec, [t.name for t in teachers])
+
+
+def _round(spark, cfg, rec, teachers, pairs: dict, total: int, spec, partitions: int, round_no: int) -> dict:
+    """One attempt for each open pair (pairs: teacher -> its pending pairs, `total` in all): generate, stage,
+    add the answered ones to the ledger. Returns per-teacher figures (ok, errors, tokens, seconds, ...)."""
+    g = cfg.generate
+    with rec.step("generate"), rec.watch(f"round {round_no}: requests answered", total) as counter:
+        outs = [st.generate(pairs[t.name], t, g.batch_size, partitions, spec, counter)
+                for t in teachers if t.name in pairs]
+        union = outs[0]
+        for o in outs[1:]:
+            union = union.unionByName(o)
+        staged, path = stage(spark, cfg, union, f"generate-r{round_no}")
+        stats = {r["teacher"]: r for r in staged.groupBy("teacher").agg(
+            F.count("response").alias("ok"), F.count("error").alias("errors"),
+            F.sum(F.when(F.col("error").startswith(NO_RESPONSE), 1).otherwise(0)).alias("missing"),
+            F.first(F.when(~F.col("error").startswith(NO_RESPONSE), F.col("error")), ignorenulls=True)
+            .alias("first_error"),
+            F.sum((F.col("response").isNotNull() & F.col("verify_status").isNull()).cast("int"))
+            .alias("unverified"),
+            F.sum("tokens_in").alias("tokens_in"), F.sum("tokens_out").alias("tokens_out"),
+            F.sum("gen_seconds").alias("seconds")).collect()}
+        new = _with_acceptance(staged.where(F.col("error").isNull() & F.col("response").isNotNull()), cfg)
+        new = new.drop("error").withColumn("run_id", F.lit(rec.run_id)).withColumn(
+            "generated_at", F.current_timestamp())
+        crash_point("generate.staged")
+        if any(s["ok"] for s in stats.values()):
+            metrics = merge_new(spark, cfg, "attempts", new)
+            rec.wrote("attempts", metrics["version"])
+        remove_path(spark, path)
+        crash_point("generate.merged")
+    return stats
 
 
 def _account(rec, teachers, stats, finished: set, round_no: int) -> None:

@@ -154,8 +154,10 @@ def _vectors(spark, cfg, rec, query_texts, bench_texts):
         # one task per core (and more for big inputs), one torch thread per task: no oversubscription
         parts = max(parallelism, n_missing // 20_000)
         threads = int(spark.conf.get("spark.task.cpus", "1"))
-        embedded = st.embed_texts(missing.repartition(parts), e, threads).withColumn("model", F.lit(model))
-        metrics = merge_new(spark, cfg, "embeddings", embedded)
+        with rec.watch("texts embedded", n_missing) as counter:
+            embedded = st.embed_texts(missing.repartition(parts), e, threads, counter).withColumn(
+                "model", F.lit(model))
+            metrics = merge_new(spark, cfg, "embeddings", embedded)
         rec.wrote("embeddings", metrics["version"])
     missing.unpersist()
     cache = spark.read.format("delta").load(cache_path).filter(F.col("model") == model).select("text_hash", "vector")

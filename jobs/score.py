@@ -89,7 +89,8 @@ def run(spark, cfg, args, rec) -> None:
     key = spec.key()
     with rec.step("score"):
         todo = read("sft").where(F.col("score_key").isNull() | (F.col("score_key") != key))
-        staged, path = stage(spark, cfg, st.score_rows(todo, spec, cfg.score.partitions), "score")
+        with rec.watch("responses scored", todo.count()) as counter:
+            staged, path = stage(spark, cfg, st.score_rows(todo, spec, cfg.score.partitions, counter), "score")
         stats = staged.groupBy("teacher").agg(F.count("*").alias("rows"), F.sum("ppl_tokens").alias("tokens"),
                                               F.count("ppl_error").alias("errors"),
                                               F.first("ppl_error", ignorenulls=True).alias("first_error")).collect()

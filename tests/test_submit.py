@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -33,16 +34,21 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
           "--set", f"output_dir={tmp_path / 'out'}", "--set", f"score.perplexity.model={tmp_path / 'reference'}"]
     count_sql = ("SELECT (SELECT count(*) FROM queries) AS queries, (SELECT count(*) FROM quarantine) AS bad, "
                  "(SELECT count(*) FROM runs) AS runs")
-    counts = []
+    counts, logs = [], []
     for _ in range(2):
         done = run_subprocess([str(ROOT / "submit.sh"), *wh])
         assert done.returncode == 0, done.stderr[-3000:]
+        logs.append(done.stdout)
         out = run_subprocess([str(ROOT / "submit.sh"), "sql", count_sql, "--csv", *wh])
         assert out.returncode == 0, out.stderr[-3000:]
         counts.append(out.stdout.splitlines()[-1])
     # every sample line became a query (the sample is valid input); runs: pipeline + its jobs, twice
     n_runs = 1 + len(PIPELINE)
     assert counts == [f"{SAMPLE_LINES},0,{n_runs}", f"{SAMPLE_LINES},0,{2 * n_runs}"]
+    # progress a person can follow: rows done of the total per long stage, all of them by the stage's end
+    assert "distill: score: responses scored: 148 of 148 (100%)" in logs[0].splitlines()
+    assert re.search(r"^distill: generate: round 1: requests answered: ([\d,]+) of \1 \(100%\)$", logs[0], re.M)
+    assert "distill: score: responses scored: 0 of 0" in logs[1].splitlines()
 
     out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT job, counts FROM runs WHERE job = 'ingest' "
                           "ORDER BY started_at", "--csv", *wh])

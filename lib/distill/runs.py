@@ -11,6 +11,7 @@ A failed job is recorded too (status=failed, with the error) and the exception g
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import traceback
 import uuid
@@ -61,10 +62,44 @@ class RunRecorder:
             self.timings[name] = round(self.timings.get(name, 0.0) + took, 3)
             print(f"distill: {self.job}: {name} done in {took:.1f} s", flush=True)
 
-    def progress(self, stage: str, done: int, total: int) -> None:
+    def progress(self, stage: str, done: int, total: int, extra: str = "") -> None:
         """One line a person can follow: rows done out of the total for a stage of this job."""
         share = f" ({100 * done / total:.0f}%)" if total else ""
-        print(f"distill: {self.job}: {stage}: {done:,} of {total:,}{share}", flush=True)
+        print(f"distill: {self.job}: {stage}: {done:,} of {total:,}{share}{extra}", flush=True)
+
+    # seconds between progress lines while a watched stage runs
+    progress_every = 15.0
+
+    @contextmanager
+    def watch(self, stage: str, total: int):
+        """Yield a Spark accumulator that a stage's tasks add their finished rows to, and print rows done out
+        of `total` every `progress_every` seconds (with the running Spark stages' tasks done) until the block
+        ends, then once more. Spark merges a task's additions when the task ends, so the count moves task by
+        task; a retried task may count twice, so it is capped at the total."""
+        sc = self.spark.sparkContext
+        counter = sc.accumulator(0)
+        stop = threading.Event()
+
+        def tasks() -> str:
+            st = sc.statusTracker()
+            infos = [i for i in (st.getStageInfo(s) for s in st.getActiveStageIds()) if i is not None]
+            if not infos:
+                return ""
+            return (f"; Spark tasks {sum(i.numCompletedTasks for i in infos):,} of "
+                    f"{sum(i.numTasks for i in infos):,} done")
+
+        def report() -> None:
+            while not stop.wait(self.progress_every):
+                self.progress(stage, min(counter.value, total), total, tasks())
+
+        thread = threading.Thread(target=report, name=f"progress-{stage}", daemon=True)
+        thread.start()
+        try:
+            yield counter
+        finally:
+            stop.set()
+            thread.join()
+        self.progress(stage, min(counter.value, total), total)
 
     def __enter__(self):
         self.started = datetime.now(timezone.utc)

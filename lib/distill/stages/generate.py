@@ -135,10 +135,11 @@ def verify_columns(spec: VerifySpec, rows: list[dict | None]) -> dict[str, list]
 
 
 def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitions: int,
-             verify: VerifySpec) -> DataFrame:
+             verify: VerifySpec, counter=None) -> DataFrame:
     """pairs: query_id, source_id, category, messages, reference_answer, test_cases, constraints, attempt ->
     GENERATED rows. Rows of `verify.inline` categories come back verified; the rest have null verify columns.
-    `error` is set when the engine could not answer: such rows are counted, not stored, and asked again."""
+    `error` is set when the engine could not answer: such rows are counted, not stored, and asked again.
+    counter: an optional Spark accumulator that gets the number of requests answered (RunRecorder.watch)."""
     spec = json.dumps(dataclasses.asdict(teacher))
     prompt = system_prompt(teacher)
 
@@ -174,6 +175,8 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
                     "tokens_out": pd.array([c.tokens_out for c in done], dtype="Int32"),
                     "gen_seconds": [float(c.seconds) for c in done], "error": [c.error for c in done],
                     **verify_columns(verify, rows)})
+                if counter is not None:
+                    counter.add(len(chunk))
 
     cols = pairs.select("query_id", "source_id", *VERIFY_INPUT[:-1], "attempt")
     if partitions > 0:
@@ -183,8 +186,8 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
 
 # --- verification of stored attempts -------------------------------------------------------------------
 
-def verify(todo: DataFrame, spec: VerifySpec, partitions: int) -> DataFrame:
-    """todo: query_id, teacher, attempt and VERIFY_INPUT -> VERIFIED rows."""
+def verify(todo: DataFrame, spec: VerifySpec, partitions: int, counter=None) -> DataFrame:
+    """todo: query_id, teacher, attempt and VERIFY_INPUT -> VERIFIED rows. counter: as in `generate`."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
@@ -192,6 +195,8 @@ def verify(todo: DataFrame, spec: VerifySpec, partitions: int) -> DataFrame:
                     for r in pdf[list(VERIFY_INPUT)].itertuples(index=False)]
             yield pd.DataFrame({"query_id": pdf["query_id"].values, "teacher": pdf["teacher"].values,
                                 "attempt": pdf["attempt"].astype("int32").values, **verify_columns(spec, rows)})
+            if counter is not None:
+                counter.add(len(pdf))
 
     cols = todo.select("query_id", "teacher", "attempt", *VERIFY_INPUT)
     if partitions > 0:

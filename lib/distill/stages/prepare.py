@@ -68,8 +68,9 @@ def filter_reasons(df: DataFrame, cfg: QueryFilterConfig) -> DataFrame:
     return df.withColumn("filter_reason", decide_udf("signals", "category"))
 
 
-def embed_texts(texts: DataFrame, spec: EmbedderConfig, threads: int) -> DataFrame:
-    """Input: text_hash, text. Output: text_hash, vector array<float>. One model per Python worker."""
+def embed_texts(texts: DataFrame, spec: EmbedderConfig, threads: int, counter=None) -> DataFrame:
+    """Input: text_hash, text. Output: text_hash, vector array<float>. One model per Python worker.
+    counter: an optional Spark accumulator that gets the number of texts embedded (RunRecorder.watch)."""
     from distill.embedder import EmbedderSpec
 
     es = EmbedderSpec(spec.path, spec.device, spec.pooling, spec.batch_size, spec.max_length,
@@ -81,6 +82,8 @@ def embed_texts(texts: DataFrame, spec: EmbedderConfig, threads: int) -> DataFra
 
         for batch in batches:
             yield pd.Series(list(embed(es, batch.tolist())))
+            if counter is not None:
+                counter.add(len(batch))
 
     return texts.select("text_hash", embed_udf("text").alias("vector"))
 

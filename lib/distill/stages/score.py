@@ -142,8 +142,9 @@ def score_chunk(spec: ScoreSpec, scorer, tokenizer, pdf: pd.DataFrame) -> pd.Dat
     })
 
 
-def score_rows(rows: DataFrame, spec: ScoreSpec, partitions: int) -> DataFrame:
-    """rows: query_id, teacher, messages, response, finish_reason -> SCORED rows."""
+def score_rows(rows: DataFrame, spec: ScoreSpec, partitions: int, counter=None) -> DataFrame:
+    """rows: query_id, teacher, messages, response, finish_reason -> SCORED rows. counter: an optional Spark
+    accumulator that gets the number of rows scored (RunRecorder.watch)."""
     spec_json = json.dumps(dataclasses.asdict(spec))
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -153,7 +154,10 @@ def score_rows(rows: DataFrame, spec: ScoreSpec, partitions: int) -> DataFrame:
                 continue
             scorer, tokenizer = _load(s)  # here, not above: a task with nothing to do must not load a model
             for start in range(0, len(pdf), CHUNK_ROWS):
-                yield score_chunk(s, scorer, tokenizer, pdf.iloc[start : start + CHUNK_ROWS])
+                chunk = pdf.iloc[start : start + CHUNK_ROWS]
+                yield score_chunk(s, scorer, tokenizer, chunk)
+                if counter is not None:
+                    counter.add(len(chunk))
 
     cols = rows.select("query_id", "teacher", "messages", "response", "finish_reason")
     if partitions > 0:
