@@ -72,12 +72,12 @@ def _outputs(spark, cfg):
             for n, record in enumerate(iter_records(src.path, src.format), start=1):
                 if not isinstance(record.get(response), str) or record.get(task) is None:
                     raise ValueError(f"row {n} lacks {task!r} or a text {response!r}")
-                rows.append((src.name, str(record[task]), record[response]))
+                rows.append((src.name, str(record[task]), len(rows), record[response]))
         except (OSError, ValueError) as err:
             raise SystemExit(f"config error: report.outputs.{i}.path: cannot read {src.path!r}: {err}") from None
     if not rows:
         return None
-    df = spark.createDataFrame(rows, "model string, task string, response string")
+    df = spark.createDataFrame(rows, "model string, task string, seq long, response string")
     tokenizer = cfg.score.student_tokenizer or cfg.score.perplexity.model
     if tokenizer is None or not Path(tokenizer).exists():
         print("report: no student tokenizer; lengths of report.outputs are counted in whitespace words",

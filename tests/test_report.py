@@ -91,11 +91,12 @@ def test_adaptive_length_per_task_from_configured_outputs(spark, cfg, warehouse,
     for job in ("score", "curate", "report"):
         assert run_cli(job, *args) == 0
     tok = AutoTokenizer.from_pretrained(warehouse["model"])
-    got = {(r.model, r.task): (r.responses, r.mean_tokens) for r in table(spark, cfg, "report_adaptive").collect()}
+    got = {(r.model, r.task): (r.task_order, r.responses, r.mean_tokens)
+           for r in table(spark, cfg, "report_adaptive").collect()}
     want = {}
     for model, items in rows.items():
         for task in {t for t, _ in items}:
             lens = [len(tok(r, add_special_tokens=False)["input_ids"]) for t, r in items if t == task]
-            want[(model, task)] = (len(lens), pytest.approx(sum(lens) / len(lens)))
+            want[(model, task)] = ({"easy": 1, "hard": 2}[task], len(lens), pytest.approx(sum(lens) / len(lens)))
     assert got == want
     assert "Adaptive length" in (Path(cfg.output_dir) / "report" / "report.html").read_text()

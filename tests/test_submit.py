@@ -92,6 +92,18 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
         manifest = json.loads((tmp_path / "out" / "export" / teacher / "manifest.json").read_text())
         assert manifest["rows"] == kept and manifest["files"]["jsonl"] and manifest["files"]["parquet"]
 
+    # the report, with the bundled students' outputs for adaptive length: student-a's answers grow with the
+    # difficulty, student-b's stay flat (data/sample/README.md)
+    page = (tmp_path / "out" / "report" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 8
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT model, task, responses, mean_tokens FROM "
+                          "report_adaptive ORDER BY model, task_order", "--csv", *wh])
+    rows = [line.split(",") for line in out.stdout.splitlines()[-6:]]
+    assert [(m, t, n) for m, t, n, _ in rows] == [(m, t, "4") for m in ("student-a", "student-b")
+                                                   for t in ("easy", "medium", "hard")]
+    a, b = [float(r[3]) for r in rows[:3]], [float(r[3]) for r in rows[3:]]
+    assert a[0] < a[1] < a[2] and a[2] > 3 * a[0] and max(b) < 1.5 * min(b), rows
+
     # the teacher-report notebook runs headless against the sample warehouse
     import nbformat
     from nbclient import NotebookClient
@@ -106,3 +118,4 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
             for i, c in enumerate(nb.cells) if c.cell_type == "code"}
     assert "teacher-a         51    47" in text[3]
     assert sum("image/png" in o.get("data", {}) for o in nb.cells[7].outputs) == 2
+    assert sum("image/png" in o.get("data", {}) for o in nb.cells[11].outputs) == 1  # adaptive length

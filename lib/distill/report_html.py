@@ -93,6 +93,7 @@ def plot_counts(frame: pd.DataFrame, index: str, title: str, path: Path) -> None
 def plot_adaptive(adaptive: pd.DataFrame, path: Path) -> None:
     """Mean response length per task (benchmark or difficulty), one bar per model."""
     table = adaptive.pivot_table(index="task", columns="model", values="mean_tokens")
+    table = table.loc[adaptive.drop_duplicates("task").sort_values("task_order")["task"]]
     _bars(table, "Adaptive length: mean tokens per task", "mean response tokens", 0, path)
 
 

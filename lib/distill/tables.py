@@ -118,7 +118,7 @@ TABLES = {
               "teacher string not null, category string not null, reason string, count long, run_id string not null",
               "Curate's reject reasons (pending: not decided yet)."),
         Table("report_adaptive", ("model", "task"),
-              "model string not null, task string not null, responses long, mean_tokens double, "
+              "model string not null, task string not null, task_order int, responses long, mean_tokens double, "
               "median_tokens double, run_id string not null",
               "Adaptive length: response lengths per benchmark or difficulty for the outputs in report.outputs."),
         Table(
