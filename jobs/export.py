@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
                         help="the `sft` version to export (default: the one the last curate run recorded)")
 
 
-def curated_version(spark, cfg) -> tuple[int, str | None, str | None]:
+def curated_version(spark, cfg, job: str = "export") -> tuple[int, str | None, str | None]:
     """(sft version, curate run id, its config hash) of the last successful curate run."""
     from delta.tables import DeltaTable
 
@@ -48,7 +48,7 @@ def curated_version(spark, cfg) -> tuple[int, str | None, str | None]:
                .orderBy(F.col("finished_at").desc()).select("run_id", "config_hash", "table_versions").first())
         if row is not None:
             return int(row["table_versions"]["sft"]), row["run_id"], row["config_hash"]
-    raise SystemExit("export: no successful curate run yet; run score and curate first (or pass --version)")
+    raise SystemExit(f"{job}: no successful curate run yet; run score and curate first (or give an sft version)")
 
 
 def chat_rows(sft):

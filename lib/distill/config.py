@@ -274,6 +274,55 @@ class ExportConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Supervised fine-tuning of the student on the curated `sft` rows. The defaults are the paper's recipe."""
+
+    student: str | None = None  # the student model to start from: a local folder (config, weights, tokenizer)
+    teachers: list[str] = field(default_factory=list)  # whose kept rows to train on; empty: every teacher (a mix)
+    sft_version: int | None = None  # the `sft` version to read; None: the one the last successful curate left
+    max_len: int = 32768  # tokens per packed row; a sample longer than this is left out and counted
+    pack_rows_per_partition: int = 5000  # samples packed together (best-fit decreasing within a partition)
+    # horovod: data-parallel, the whole model on every worker (gloo on CPU, NCCL on GPU), launched on Spark
+    # executors with horovod.spark.run. torch_distributor: FSDP (parameters, gradients and optimizer state
+    # sharded across workers) through Spark's TorchDistributor, for a student too big for one device.
+    launcher: Literal["horovod", "torch_distributor"] = "horovod"
+    num_proc: int = 2  # training processes (one per GPU on a GPU cluster)
+    use_gpu: bool = False
+    threads: int = 0  # torch threads per process on CPU; 0 = the machine's cores / num_proc
+    bf16: bool = True  # bfloat16 weights and compute on GPU (CPU runs stay in float32)
+    lr: float = 8e-5
+    global_batch: int = 64  # packed rows per optimizer step, across workers (gradient accumulation fills it)
+    micro_batch: int = 1  # packed rows per forward pass per worker
+    epochs: int = 2
+    max_steps: int | None = None  # stop earlier than `epochs` (a short run)
+    warmup_ratio: float = 0.05  # linear warmup over this share of the steps, then cosine decay
+    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100  # optimizer steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2
+    seed: int = 0
+    # Folder under output_dir for the training set, checkpoints, metrics and the final model. On a cluster it
+    # must be storage every executor sees (checkpoints and the memory-mapped training set are read there).
+    name: str = "sft"
+
+    def __post_init__(self) -> None:
+        for key in ("max_len", "num_proc", "global_batch", "micro_batch", "epochs", "checkpoint_every",
+                    "keep_checkpoints", "pack_rows_per_partition"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be >= 1")
+        if self.global_batch % (self.num_proc * self.micro_batch):
+            raise ValueError(f"global_batch: {self.global_batch} is not a multiple of num_proc x micro_batch "
+                             f"({self.num_proc} x {self.micro_batch})")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps: must be >= 1 or null")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("warmup_ratio: must be in [0, 1)")
+        if self.lr <= 0:
+            raise ValueError("lr: must be > 0")
+
+
+@dataclass
 class Config:
     # Root of the Delta warehouse: a local path or a URI (s3a://, hdfs://, abfss://...).
     warehouse: str = "./warehouse"
@@ -289,6 +338,7 @@ class Config:
     curate: CurateConfig = field(default_factory=CurateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.teachers]

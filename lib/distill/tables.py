@@ -121,6 +121,11 @@ TABLES = {
               "model string not null, task string not null, task_order int, responses long, mean_tokens double, "
               "median_tokens double, run_id string not null",
               "Adaptive length: response lengths per benchmark or difficulty for the outputs in report.outputs."),
+        Table("train_metrics", ("train_key", "step"),
+              "train_key string not null, step int not null, epoch int, loss double, lr double, grad_norm double, "
+              "tokens long, target_tokens long, seconds double, tokens_per_s double, world int, launcher string, "
+              "run_id string not null",
+              "One row per optimizer step of each training run (train_key: training set + student + recipe)."),
         Table(
             "runs",
             ("run_id",),

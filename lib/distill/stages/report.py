@@ -106,8 +106,10 @@ def count_tokens(rows: DataFrame, tokenizer: str | None) -> DataFrame:
     whitespace words, said so in the report)."""
     import pandas as pd
 
+    from distill.tokenizers import cached_tokenizer
+
     def run(batches):
-        tok = _tokenizer(tokenizer) if tokenizer else None
+        tok = cached_tokenizer(tokenizer) if tokenizer else None
         for pdf in batches:
             texts = [t or "" for t in pdf["response"]]
             counts = ([len(i) for i in tok(texts, add_special_tokens=False)["input_ids"]] if tok is not None
@@ -117,17 +119,6 @@ def count_tokens(rows: DataFrame, tokenizer: str | None) -> DataFrame:
     from pyspark.sql.types import LongType, StructField, StructType
 
     return rows.mapInPandas(run, StructType([*rows.schema.fields, StructField("n_tokens", LongType())]))
-
-
-_tokenizers: dict[str, object] = {}
-
-
-def _tokenizer(path: str):
-    if path not in _tokenizers:
-        from transformers import AutoTokenizer
-
-        _tokenizers[path] = AutoTokenizer.from_pretrained(path)
-    return _tokenizers[path]
 
 
 def adaptive_lengths(outputs: DataFrame) -> DataFrame:

@@ -1,0 +1,165 @@
+"""train: fine-tune the student on the curated `sft` rows, with Horovod (or FSDP through TorchDistributor).
+
+    <output_dir>/train/<name>/data-<set key>/   the packed training set: parquet/, train.arrow, manifest.json
+    <output_dir>/train/<name>/run-<train key>/  checkpoints/, metrics.jsonl, model/ (the trained student)
+
+1. pack: the kept rows of `train.teachers` (all teachers when empty) from the `sft` version the last curate
+   run recorded (or `train.sft_version`) are tokenized with the student's chat template and packed into rows
+   of at most `train.max_len` tokens (stages/train.py). The set is keyed by what it is made of (sft version,
+   teachers, tokenizer, max_len, packer version): a re-run with the same inputs reuses it.
+2. train: `train.num_proc` workers run distill.training.loop.train, launched from Spark
+   (distill.training.launch). The run folder is keyed by the set, the student and the recipe: a re-run
+   resumes from its newest checkpoint, and one that finished does nothing.
+3. record: every step's metrics into `train_metrics`, the totals into `runs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from distill.ids import canonical_json, stable_id
+from distill.spark import resolve_path
+from distill.stages import train as st
+from distill.tables import ensure_table, merge_new, table_path
+from jobs.export import curated_version
+from pyspark.sql import functions as F
+
+HELP = "fine-tune the student on the curated data (packing, Horovod or FSDP, checkpoints, resume)"
+
+# TrainConfig fields that do not change what is trained (how many processes, where): not part of the key
+NOT_RECIPE = {"student", "teachers", "sft_version", "max_len", "pack_rows_per_partition", "name", "num_proc",
+              "threads", "keep_checkpoints", "checkpoint_every", "launcher", "use_gpu"}
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(spark, cfg, args, rec) -> None:
+    from delta.tables import DeltaTable
+
+    t = cfg.train
+    if not t.student:
+        raise SystemExit("config error: train.student: no student model given (a local model folder)")
+    if not (Path(t.student) / "config.json").is_file():
+        raise SystemExit(f"config error: train.student: no model at {t.student!r} (a folder with config.json)")
+    root = resolve_path(cfg.output_dir)
+    if "://" in root or root.startswith("file:"):
+        raise SystemExit(f"config error: output_dir: train needs a filesystem path every worker sees (a shared "
+                         f"mount), not {root!r}")
+    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "sft")):
+        raise SystemExit("train: no `sft` table yet; run score and curate first")
+    version = t.sft_version if t.sft_version is not None else curated_version(spark, cfg, "train")[0]
+    sft = spark.read.format("delta").option("versionAsOf", version).load(table_path(cfg, "sft"))
+    teachers = t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect())
+    base = Path(root) / "train" / t.name
+    set_key = stable_id(str(version), canonical_json(teachers), _fingerprint(t.student, tokenizer_only=True),
+                        str(t.max_len), st.PACKER_VERSION)
+    data = base / f"data-{set_key}"
+
+    with rec.step("pack"):
+        if not (data / "manifest.json").is_file():
+            _pack(spark, cfg, sft, teachers, version, data)
+        manifest = json.loads((data / "manifest.json").read_text())
+    for k in ("samples", "packed_rows", "too_long", "tokens", "target_tokens"):
+        rec.count(f"train.{k}", manifest[k])
+    print(f"train: {manifest['samples']} samples from {', '.join(teachers)} (sft version {version}) packed into "
+          f"{manifest['packed_rows']} rows of at most {t.max_len} tokens ({manifest['fill']:.1%} full); "
+          f"{manifest['too_long']} too long")
+    if manifest["packed_rows"] == 0:
+        raise SystemExit("train: nothing to train on (no kept rows for these teachers)")
+
+    recipe = {k: v for k, v in dataclasses.asdict(t).items() if k not in NOT_RECIPE}
+    train_key = stable_id(set_key, _fingerprint(t.student), canonical_json(recipe))
+    out = base / f"run-{train_key}"
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {**dataclasses.asdict(t), "student": str(Path(t.student).resolve()), "data": str(data / "train.arrow"),
+            "out_dir": str(out)}
+    with rec.step("train"):
+        if (out / "model" / "config.json").is_file():
+            print(f"train: {out / 'model'} is already trained; nothing to do")
+            result = {"start_step": None}
+        else:
+            from distill.training.launch import launch
+
+            result = launch(spark, spec)
+    _record(spark, cfg, rec, out, train_key, result)
+    print(f"train: the trained student is {out / 'model'}")
+
+
+def _pack(spark, cfg, sft, teachers, version, data: Path) -> None:
+    """Write the packed set (Parquet from Spark, then one memory-mappable Arrow file) and its manifest, aside
+    and renamed into place."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    t = cfg.train
+    rows = st.training_rows(sft, teachers)
+    n = rows.count()
+    partial = data.with_name(data.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partitions = max(1, -(-n // t.pack_rows_per_partition))
+    st.pack_rows(rows, str(Path(t.student).resolve()), t.max_len, partitions).write.parquet(
+        str(partial / "parquet"))
+    packed = ds.dataset(str(partial / "parquet"), format="parquet")
+    too_long: list[str] = []
+    figures = {"packed_rows": 0, "tokens": 0, "target_tokens": 0, "samples": 0}
+    columns = ["input_ids", "labels", "seq_lens", "loss_tokens"]
+    schema = pa.schema([packed.schema.field(c) for c in columns])
+    with pa.OSFile(str(partial / "train.arrow"), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for fragment in sorted(packed.get_fragments(), key=lambda f: f.path):  # part files in a fixed order
+            table = fragment.to_table()
+            for keys in table.column("too_long").to_pylist():
+                too_long += keys
+            table = table.filter(pa.compute.list_value_length(table.column("input_ids")) > 0)
+            figures["packed_rows"] += table.num_rows
+            figures["tokens"] += sum(pa.compute.list_value_length(table.column("input_ids")).to_pylist())
+            figures["target_tokens"] += int(pa.compute.sum(table.column("loss_tokens")).as_py() or 0)
+            figures["samples"] += sum(pa.compute.list_value_length(table.column("seq_lens")).to_pylist())
+            writer.write_table(table.select(columns))
+    manifest = {**figures, "too_long": len(too_long), "too_long_keys": too_long[:100], "sft_version": version,
+                "teachers": teachers, "student_tokenizer": str(Path(t.student).resolve()), "max_len": t.max_len,
+                "packer_version": st.PACKER_VERSION, "input_rows": n,
+                "fill": figures["tokens"] / max(1, figures["packed_rows"] * t.max_len),
+                "files": {"parquet": "parquet/", "arrow": "train.arrow"}}
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(data, ignore_errors=True)
+    partial.rename(data)
+
+
+def _fingerprint(folder: str, tokenizer_only: bool = False) -> str:
+    """What identifies a model folder cheaply: its small files' content, the big ones' names and sizes."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).iterdir()):
+        if not p.is_file():
+            continue
+        is_tokenizer = p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template"))
+        if tokenizer_only and not is_tokenizer:
+            continue
+        h.update(p.name.encode())
+        h.update(p.read_bytes() if p.stat().st_size < 64 << 20 else str(p.stat().st_size).encode())
+    return h.hexdigest()[:32]
+
+
+def _record(spark, cfg, rec, out: Path, train_key: str, result: dict) -> None:
+    """Steps from metrics.jsonl into `train_metrics` (steps already there are kept), totals into `runs`."""
+    path = out / "metrics.jsonl"
+    steps = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    ensure_table(spark, cfg, "train_metrics")
+    if steps:
+        df = spark.createDataFrame(steps).withColumn("train_key", F.lit(train_key)).withColumn(
+            "run_id", F.lit(rec.run_id))
+        rec.wrote("train_metrics", merge_new(spark, cfg, "train_metrics", df)["version"])
+    ran = [s for s in steps if result.get("start_step") is not None and s["step"] > result["start_step"]]
+    rec.count("train.steps", len(steps))
+    rec.count("train.steps_run", len(ran))
+    if result.get("start_step"):
+        rec.count("train.resumed_from_step", result["start_step"])
+    if ran:
+        rate = sum(s["tokens"] for s in ran) / sum(s["seconds"] for s in ran)
+        rec.timings["train.tokens_per_s"] = round(rate, 1)
+        print(f"train: {len(ran)} steps, loss {ran[0]['loss']:.4f} -> {ran[-1]['loss']:.4f}, {rate:,.0f} tokens/s")

@@ -1,0 +1,105 @@
+"""The training loop under both launchers (Horovod gloo, TorchDistributor FSDP) on CPU, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from distill.training.packing import packed_rows, tokenize
+
+QA = [("What is 2 + 3?", "<think>2 + 3 = 5</think><answer>5</answer>"),
+      ("Name a prime above 10.", "<think>11 has no divisors but 1 and 11.</think><answer>11</answer>"),
+      ("Reverse the word abc.", "<think>Read it backwards: c, b, a.</think><answer>cba</answer>"),
+      ("Is 9 even?", "<think>9 = 2 x 4 + 1, odd.</think><answer>No</answer>"),
+      ("What is 6 x 7?", "<think>6 x 7 = 42</think><answer>42</answer>"),
+      ("Capital of France?", "<think>The capital of France is Paris.</think><answer>Paris</answer>")]
+
+
+@pytest.fixture(scope="module")
+def packed(tiny_model, tmp_path_factory) -> Path:
+    """A small packed training set the tiny model can overfit: 24 samples, rows of at most 128 tokens."""
+    import pyarrow as pa
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    samples = [tokenize(tok, [{"role": "user", "content": q}], a) for q, a in QA * 4]
+    rows, too_long = packed_rows(samples, [str(i) for i in range(len(samples))], 128)
+    assert not too_long
+    path = tmp_path_factory.mktemp("packed") / "train.arrow"
+    table = pa.Table.from_pylist([{k: r[k] for k in ("input_ids", "labels", "seq_lens", "loss_tokens")}
+                                  for r in rows])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return path
+
+
+def spec_for(tiny_model, packed, out, **over) -> dict:
+    from dataclasses import asdict
+
+    from distill.config import TrainConfig
+
+    base = asdict(TrainConfig(global_batch=4, epochs=100, max_steps=24, lr=3e-3, warmup_ratio=0.1, checkpoint_every=5,
+                              threads=1))
+    return {**base, "student": str(tiny_model), "data": str(packed), "out_dir": str(out), **over}
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def falls(steps: list[dict]) -> bool:
+    first = sum(s["loss"] for s in steps[:3]) / 3
+    last = sum(s["loss"] for s in steps[-3:]) / 3
+    return last < 0.5 * first
+
+
+@pytest.mark.parametrize("launcher", ["horovod", "torch_distributor"])
+def test_two_cpu_workers_overfit_a_small_set(spark, tiny_model, packed, tmp_path, launcher):
+    from transformers import AutoModelForCausalLM
+
+    from distill.training.launch import launch
+
+    out = tmp_path / "run"
+    out.mkdir()
+    result = launch(spark, spec_for(tiny_model, packed, out, launcher=launcher))
+    assert result["start_step"] == 0 and result["steps"] == 24
+    steps = metrics(out)
+    assert [s["step"] for s in steps] == list(range(1, 25))
+    assert {(s["world"], s["launcher"]) for s in steps} == {(2, launcher)}
+    assert falls(steps), [round(s["loss"], 3) for s in steps]
+    assert steps[0]["lr"] < steps[2]["lr"] and steps[-1]["lr"] < steps[5]["lr"]  # warmup, then decay
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000020", "step-0000024"]
+    AutoModelForCausalLM.from_pretrained(out / "model")  # a plain Hugging Face folder
+
+
+@pytest.mark.parametrize("launcher", ["horovod", "torch_distributor"])
+def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed, tmp_path, launcher):
+    """Both workers die (exit 137) after step 12; the re-run starts at the step-10 checkpoint and ends with
+    the same weights as a run that was never interrupted."""
+    import torch
+    from safetensors.torch import load_file
+
+    from distill.training.launch import launch
+
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    killed.mkdir()
+    clean.mkdir()
+    spec = spec_for(tiny_model, packed, killed, max_steps=16, launcher=launcher)
+    os.environ["DISTILL_CRASH_AT"] = "train.step:12"
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - horovod reports the lost workers in its own way
+            launch(spark, spec)
+    finally:
+        del os.environ["DISTILL_CRASH_AT"]
+    assert [s["step"] for s in metrics(killed)] == list(range(1, 13))
+    assert not (killed / "model").exists()
+    result = launch(spark, spec)
+    assert result["start_step"] == 10
+    assert [s["step"] for s in metrics(killed)] == list(range(1, 17))  # steps 11-12 trained again, once each
+    launch(spark, {**spec, "out_dir": str(clean)})
+    a, b = load_file(killed / "model" / "model.safetensors"), load_file(clean / "model" / "model.safetensors")
+    assert [round(s["loss"], 5) for s in metrics(killed)] == [round(s["loss"], 5) for s in metrics(clean)]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
