@@ -25,8 +25,9 @@ from distill.ids import canonical_json, stable_id
 from distill.spark import resolve_path
 from distill.stages import train as st
 from distill.tables import ensure_table, merge_new, table_path
-from jobs.export import curated_version
 from pyspark.sql import functions as F
+
+from jobs.export import curated_version
 
 HELP = "fine-tune the student on the curated data (packing, Horovod or FSDP, checkpoints, resume)"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from distill.training.packing import IGNORE, Sample, pack, packed_rows, position_ids, tokenize
 
 

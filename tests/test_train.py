@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from distill.training.packing import packed_rows, tokenize
 
 QA = [("What is 2 + 3?", "<think>2 + 3 = 5</think><answer>5</answer>"),
@@ -58,9 +57,8 @@ def falls(steps: list[dict]) -> bool:
 
 @pytest.mark.parametrize("launcher", ["horovod", "torch_distributor"])
 def test_two_cpu_workers_overfit_a_small_set(spark, tiny_model, packed, tmp_path, launcher):
-    from transformers import AutoModelForCausalLM
-
     from distill.training.launch import launch
+    from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
     out.mkdir()
@@ -80,9 +78,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
     """Both workers die (exit 137) after step 12; the re-run starts at the step-10 checkpoint and ends with
     the same weights as a run that was never interrupted."""
     import torch
-    from safetensors.torch import load_file
-
     from distill.training.launch import launch
+    from safetensors.torch import load_file
 
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     killed.mkdir()
