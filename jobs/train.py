@@ -96,6 +96,7 @@ def _pack(spark, cfg, sft, teachers, version, data: Path) -> None:
     """Write the packed set (Parquet from Spark, then one memory-mappable Arrow file) and its manifest, aside
     and renamed into place."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     t = cfg.train
@@ -116,11 +117,11 @@ def _pack(spark, cfg, sft, teachers, version, data: Path) -> None:
             table = fragment.to_table()
             for keys in table.column("too_long").to_pylist():
                 too_long += keys
-            table = table.filter(pa.compute.list_value_length(table.column("input_ids")) > 0)
+            table = table.filter(pc.greater(pc.list_value_length(table.column("input_ids")), 0))
             figures["packed_rows"] += table.num_rows
-            figures["tokens"] += sum(pa.compute.list_value_length(table.column("input_ids")).to_pylist())
-            figures["target_tokens"] += int(pa.compute.sum(table.column("loss_tokens")).as_py() or 0)
-            figures["samples"] += sum(pa.compute.list_value_length(table.column("seq_lens")).to_pylist())
+            figures["tokens"] += int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0)
+            figures["target_tokens"] += int(pc.sum(table.column("loss_tokens")).as_py() or 0)
+            figures["samples"] += int(pc.sum(pc.list_value_length(table.column("seq_lens"))).as_py() or 0)
             writer.write_table(table.select(columns))
     manifest = {**figures, "too_long": len(too_long), "too_long_keys": too_long[:100], "sft_version": version,
                 "teachers": teachers, "student_tokenizer": str(Path(t.student).resolve()), "max_len": t.max_len,

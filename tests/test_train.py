@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from distill.training.packing import packed_rows, tokenize
 
+from tests.conftest import run_cli
+from tests.test_score import warehouse  # noqa: F401 - the fixture
+
 QA = [("What is 2 + 3?", "<think>2 + 3 = 5</think><answer>5</answer>"),
       ("Name a prime above 10.", "<think>11 has no divisors but 1 and 11.</think><answer>11</answer>"),
       ("Reverse the word abc.", "<think>Read it backwards: c, b, a.</think><answer>cba</answer>"),
@@ -100,3 +103,32 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
     a, b = load_file(killed / "model" / "model.safetensors"), load_file(clean / "model" / "model.safetensors")
     assert [round(s["loss"], 5) for s in metrics(killed)] == [round(s["loss"], 5) for s in metrics(clean)]
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_the_train_job_packs_the_curated_rows_trains_and_does_nothing_twice(spark, cfg, warehouse):  # noqa: F811
+    import pyarrow.parquet as pq
+
+    args = [*warehouse["args"], "--set", f"train.student={warehouse['model']}",
+            "--set", "train.teachers=[teacher-a, teacher-c]", "--set", "train.max_len=256",
+            "--set", "train.global_batch=4", "--set", "train.max_steps=6", "--set", "train.checkpoint_every=3",
+            "--set", "train.threads=1"]
+    for job in ("score", "curate", "train"):
+        assert run_cli(job, *args) == 0
+    kept = {f"{r.query_id}/{r.teacher}" for r in spark.read.format("delta").load(f"{cfg.warehouse}/sft").where(
+        "keep AND teacher IN ('teacher-a', 'teacher-c')").collect()}
+    (data,) = (Path(cfg.output_dir) / "train" / "sft").glob("data-*")
+    manifest = json.loads((data / "manifest.json").read_text())
+    packed = pq.read_table(data / "parquet").to_pylist()
+    trained = [k for r in packed for k in r["keys"]]
+    too_long = [k for r in packed for k in r["too_long"]]
+    assert sorted(trained + too_long) == sorted(kept) and len(set(trained)) == len(trained)
+    assert (manifest["samples"], manifest["too_long"]) == (len(trained), len(too_long))
+    assert manifest["teachers"] == ["teacher-a", "teacher-c"] and manifest["max_len"] == 256
+
+    steps = spark.read.format("delta").load(f"{cfg.warehouse}/train_metrics").collect()
+    assert sorted(s.step for s in steps) == list(range(1, 7)) and len({s.train_key for s in steps}) == 1
+    assert run_cli("train", *args) == 0  # the same inputs: the set and the model are there already
+    runs = spark.read.format("delta").load(f"{cfg.warehouse}/runs").where("job = 'train'").orderBy(
+        "started_at").collect()
+    assert [(r.counts["train.steps"], r.counts["train.steps_run"]) for r in runs] == [(6, 6), (6, 0)]
+    assert spark.read.format("delta").load(f"{cfg.warehouse}/train_metrics").count() == 6
