@@ -1,8 +1,8 @@
 """pipeline: the whole recipe, in order, in one Spark session. Each step records its own run.
 
-This list is the recipe. Later stages join it as they land:
+This list is the recipe: ingest ->
 prepare (dedup, filters, decontamination) -> generate (teachers + verify-until-0.9 loop) -> score
-(perplexity, n-grams, structure) -> curate (thresholds) -> report -> export -> train.
+(perplexity, n-grams, structure) -> curate (thresholds) -> report -> export -> train (the student).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ PIPELINE = (
     "curate",
     "report",
     "export",
+    "train",
 )
 
 

@@ -1,7 +1,9 @@
 """train: fine-tune the student on the curated `sft` rows, with Horovod (or FSDP through TorchDistributor).
 
-    <output_dir>/train/<name>/data-<set key>/   the packed training set: parquet/, train.arrow, manifest.json
-    <output_dir>/train/<name>/run-<train key>/  checkpoints/, metrics.jsonl, model/ (the trained student)
+    <train.root>/<name>/data-<set key>/   the packed training set: parquet/, train.arrow, manifest.json
+    <train.root>/<name>/run-<train key>/  checkpoints/, metrics.jsonl, model/ (the trained student)
+
+(train.root defaults to <output_dir>/train.)
 
 1. pack: the kept rows of `train.teachers` (all teachers when empty) from the `sft` version the last curate
    run recorded (or `train.sft_version`) are tokenized with the student's chat template and packed into rows
@@ -32,8 +34,8 @@ from jobs.export import curated_version
 HELP = "fine-tune the student on the curated data (packing, Horovod or FSDP, checkpoints, resume)"
 
 # TrainConfig fields that do not change what is trained (how many processes, where): not part of the key
-NOT_RECIPE = {"student", "teachers", "sft_version", "max_len", "pack_rows_per_partition", "name", "num_proc",
-              "threads", "keep_checkpoints", "checkpoint_every", "launcher", "use_gpu"}
+NOT_RECIPE = {"student", "teachers", "sft_version", "max_len", "pack_rows_per_partition", "root", "name",
+              "num_proc", "threads", "keep_checkpoints", "checkpoint_every", "launcher", "use_gpu"}
 
 
 def add_arguments(parser) -> None:
@@ -48,16 +50,16 @@ def run(spark, cfg, args, rec) -> None:
         raise SystemExit("config error: train.student: no student model given (a local model folder)")
     if not (Path(t.student) / "config.json").is_file():
         raise SystemExit(f"config error: train.student: no model at {t.student!r} (a folder with config.json)")
-    root = resolve_path(cfg.output_dir)
+    root = resolve_path(t.root) if t.root else resolve_path(cfg.output_dir).rstrip("/") + "/train"
     if "://" in root or root.startswith("file:"):
-        raise SystemExit(f"config error: output_dir: train needs a filesystem path every worker sees (a shared "
-                         f"mount), not {root!r}")
+        raise SystemExit(f"config error: train.root: training needs a filesystem path every worker sees (a "
+                         f"shared mount), not {root!r}; set train.root")
     if not DeltaTable.isDeltaTable(spark, table_path(cfg, "sft")):
         raise SystemExit("train: no `sft` table yet; run score and curate first")
     version = t.sft_version if t.sft_version is not None else curated_version(spark, cfg, "train")[0]
     sft = spark.read.format("delta").option("versionAsOf", version).load(table_path(cfg, "sft"))
     teachers = t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect())
-    base = Path(root) / "train" / t.name
+    base = Path(root) / t.name
     set_key = stable_id(str(version), canonical_json(teachers), _fingerprint(t.student, tokenizer_only=True),
                         str(t.max_len), st.PACKER_VERSION)
     data = base / f"data-{set_key}"
@@ -106,7 +108,7 @@ def _pack(spark, cfg, sft, teachers, version, data: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partitions = max(1, -(-n // t.pack_rows_per_partition))
     st.pack_rows(rows, str(Path(t.student).resolve()), t.max_len, partitions).write.parquet(
-        str(partial / "parquet"))
+        (partial / "parquet").as_uri())  # a file: URI, never the cluster's default filesystem
     packed = ds.dataset(str(partial / "parquet"), format="parquet")
     too_long: list[str] = []
     figures = {"packed_rows": 0, "tokens": 0, "target_tokens": 0, "samples": 0}

@@ -289,7 +289,8 @@ class TrainConfig:
     num_proc: int = 2  # training processes (one per GPU on a GPU cluster)
     use_gpu: bool = False
     threads: int = 0  # torch threads per process on CPU; 0 = the machine's cores / num_proc
-    bf16: bool = True  # bfloat16 weights and compute on GPU (CPU runs stay in float32)
+    bf16: bool = True  # bfloat16 compute on GPU (autocast; weights and optimizer state stay float32)
+    gradient_checkpointing: bool = False  # recompute activations in backward: long rows at less memory
     lr: float = 8e-5
     global_batch: int = 64  # packed rows per optimizer step, across workers (gradient accumulation fills it)
     micro_batch: int = 1  # packed rows per forward pass per worker
@@ -302,8 +303,10 @@ class TrainConfig:
     checkpoint_every: int = 100  # optimizer steps between checkpoints (and one at the end)
     keep_checkpoints: int = 2
     seed: int = 0
-    # Folder under output_dir for the training set, checkpoints, metrics and the final model. On a cluster it
-    # must be storage every executor sees (checkpoints and the memory-mapped training set are read there).
+    # Training sets, checkpoints, metrics and models go to <root>/<name>. root None: <output_dir>/train. It
+    # must be a filesystem path every worker sees (a shared mount on a cluster: NFS, Lustre, a FUSE bucket
+    # mount): workers memory-map the training set and read and write checkpoints there.
+    root: str | None = None
     name: str = "sft"
 
     def __post_init__(self) -> None:

@@ -31,8 +31,9 @@ _DEFAULT_TEXT = [
 
 
 def build_tiny_model(out_dir: str | Path, texts: list[str] | None = None, vocab_size: int = 512,
-                     seed: int = 0) -> Path:
-    """Write tokenizer + random Qwen2 weights to `out_dir` and return it. Idempotent."""
+                     seed: int = 0, hidden_size: int = 128, layers: int = 2) -> Path:
+    """Write tokenizer + random Qwen2 weights to `out_dir` and return it. Idempotent. (A wider, deeper one
+    gives benchmarks more compute per token; heads stay 64 wide.)"""
     out = Path(out_dir)
     if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
         return out
@@ -52,8 +53,9 @@ def build_tiny_model(out_dir: str | Path, texts: list[str] | None = None, vocab_
 
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+        vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=hidden_size // 64, num_key_value_heads=1,
+        max_position_embeddings=2048,
         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None,
         tie_word_embeddings=True, torch_dtype="float32",
     )

@@ -155,6 +155,8 @@ def train(spec: dict) -> dict:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model = AutoModelForCausalLM.from_pretrained(spec["student"], dtype=torch.float32).to(device)
     model.config.use_cache = False
+    if spec["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = backend.prepare(model)
     optimizer = backend.optimizer(torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95),
                                                     weight_decay=spec["weight_decay"]), model, plan.accum)
