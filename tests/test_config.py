@@ -21,6 +21,20 @@ def test_shipped_configs_load():
     assert cluster.score.perplexity.engine == "vllm" and cluster.score.student_tokenizer is not None
     assert local.score.perplexity.build_tiny_from and local.score.perplexity.model is not None
     assert (local.curate.corpus_max_count, local.curate.repeat_max_count) == (20, 20)
+    assert (local.train.launcher, local.train.num_proc, local.train.student) == ("horovod", 2,
+                                                                                  local.score.perplexity.model)
+    t = cluster.train
+    assert (t.launcher, t.lr, t.global_batch, t.epochs, t.max_len, t.bf16) == ("torch_distributor", 8e-5, 64, 2,
+                                                                               32768, True)
+
+
+def test_train_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"train\.global_batch: 6 is not a multiple of num_proc x micro_batch"):
+        load_config(None, ["train.global_batch=6", "train.num_proc=4"])
+    with pytest.raises(ConfigError, match=r"train\.launcher: must be one of horovod, torch_distributor"):
+        load_config(None, ["train.launcher=deepspeed"])
+    with pytest.raises(ConfigError, match=r"train\.warmup_ratio: must be in \[0, 1\)"):
+        load_config(None, ["train.warmup_ratio=1.5"])
 
 
 def test_curate_and_score_keys_are_checked():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -87,7 +88,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     killed.mkdir()
     clean.mkdir()
-    spec = spec_for(tiny_model, packed, killed, max_steps=16, launcher=launcher)
+    # FSDP with gradient checkpointing: that path runs too, and must resume just as exactly
+    spec = spec_for(tiny_model, packed, killed, max_steps=16, launcher=launcher,
+                    gradient_checkpointing=launcher == "torch_distributor")
     os.environ["DISTILL_CRASH_AT"] = "train.step:12"
     try:
         with pytest.raises(Exception):  # noqa: B017 - horovod reports the lost workers in its own way
@@ -105,8 +108,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_the_train_job_packs_the_curated_rows_trains_and_does_nothing_twice(spark, cfg, warehouse):  # noqa: F811
+def test_the_train_job_packs_the_curated_rows_trains_and_does_nothing_twice(spark, cfg, warehouse,  # noqa: F811
+                                                                              capsys):
     import pyarrow.parquet as pq
+
+    assert run_cli("train", *warehouse["args"], "--set", "train.student=/no/such/model") == 2
+    assert "config error: train.student: no model at '/no/such/model'" in capsys.readouterr().err
 
     args = [*warehouse["args"], "--set", f"train.student={warehouse['model']}",
             "--set", "train.teachers=[teacher-a, teacher-c]", "--set", "train.max_len=256",
@@ -132,3 +139,37 @@ def test_the_train_job_packs_the_curated_rows_trains_and_does_nothing_twice(spar
         "started_at").collect()
     assert [(r.counts["train.steps"], r.counts["train.steps_run"]) for r in runs] == [(6, 6), (6, 0)]
     assert spark.read.format("delta").load(f"{cfg.warehouse}/train_metrics").count() == 6
+
+
+def test_the_plan_splits_each_global_batch_across_workers_and_covers_every_row():
+    from distill.training.loop import Plan
+
+    plan = Plan(rows=10, world=2, global_batch=4, micro_batch=1, epochs=2, max_steps=None, seed=3)
+    assert (plan.accum, plan.steps_per_epoch, plan.total_steps) == (2, 3, 6)
+    for step in range(plan.total_steps):
+        mine = [sum(plan.micro_batches(step, r), []) for r in range(2)]
+        assert sorted(mine[0] + mine[1]) == sorted(plan.step_rows(step)) and len(mine[0]) == len(mine[1]) == 2
+    for epoch in range(2):
+        seen = sum((plan.step_rows(s) for s in range(3 * epoch, 3 * epoch + 3)), [])
+        assert set(seen) == set(range(10)) and len(seen) == 12  # two rows wrap around to fill the last batch
+    assert plan.step_rows(0) != plan.step_rows(3)  # a new order each epoch
+    assert Plan(10, 1, 4, 1, 2, 4, 3).step_rows(2) == plan.step_rows(2)  # the order does not depend on world
+
+
+def test_learning_rate_warms_up_then_decays_on_a_cosine():
+    from distill.training.loop import lr_factor
+
+    f = [lr_factor(s, 20, 0.1, 0.1) for s in range(20)]
+    assert f[:2] == [0.5, 1.0] and f[2] == 1.0
+    assert all(a > b for a, b in zip(f[2:], f[3:], strict=False)) and f[-1] > 0.1
+    assert lr_factor(10 + 1, 20, 0.1, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 9 / 18)))
+
+
+def test_collate_pads_with_a_sample_of_its_own():
+    from distill.training.loop import collate
+    from distill.training.packing import IGNORE
+
+    ids, labels, pos = collate([([5, 6, 7], [IGNORE, 6, 7], [2, 1]), ([8, 9, 10, 11, 12], [IGNORE] * 5, [5])], 0)
+    assert ids.tolist() == [[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]]
+    assert labels.tolist() == [[IGNORE, 6, 7, IGNORE, IGNORE], [IGNORE] * 5]
+    assert pos.tolist() == [[0, 1, 0, 0, 1], [0, 1, 2, 3, 4]]

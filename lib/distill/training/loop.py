@@ -22,6 +22,7 @@ boundaries as is. The loop:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -54,7 +55,7 @@ class PackedData:
         return (t.column("input_ids")[i].as_py(), t.column("labels")[i].as_py(), t.column("seq_lens")[i].as_py())
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """Which rows each optimizer step trains on, for any worker: a pure function of the config."""
 
@@ -79,13 +80,16 @@ class Plan:
         total = self.epochs * self.steps_per_epoch
         return min(total, self.max_steps) if self.max_steps else total
 
-    def step_rows(self, step: int) -> list[int]:
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - a handful of plans per process
+    def order(self, epoch: int):
         import numpy as np
 
-        epoch, k = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng(self.seed + epoch).permutation(self.rows)
-        order = np.resize(order, self.steps_per_epoch * self.global_batch)  # wraps around to fill the last batch
-        return order[k * self.global_batch:(k + 1) * self.global_batch].tolist()
+        return np.resize(order, self.steps_per_epoch * self.global_batch)  # wraps around to fill the last batch
+
+    def step_rows(self, step: int) -> list[int]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        return self.order(epoch)[k * self.global_batch:(k + 1) * self.global_batch].tolist()
 
     def micro_batches(self, step: int, rank: int) -> list[list[int]]:
         mine = self.step_rows(step)[rank::self.world]
@@ -118,13 +122,12 @@ def collate(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int):
 
 def token_loss_sum(model, ids, labels, pos, autocast):
     """Summed cross-entropy over target tokens (labels shifted by one, IGNORE skipped)."""
-    import torch
     import torch.nn.functional as F
 
     with autocast():
         logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
     return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                           ignore_index=IGNORE, reduction="sum") if logits.shape[1] > 1 else torch.zeros(())
+                           ignore_index=IGNORE, reduction="sum")
 
 
 def train(spec: dict) -> dict:
