@@ -92,6 +92,16 @@ def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
         manifest = json.loads((tmp_path / "out" / "export" / teacher / "manifest.json").read_text())
         assert manifest["rows"] == kept and manifest["files"]["jsonl"] and manifest["files"]["parquet"]
 
+    # the short training run at the end: two Horovod workers, every step recorded; the re-run trains nothing
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
+                          "SELECT counts['train.samples'] + counts['train.too_long'], counts['train.steps'], "
+                          "counts['train.steps_run'] FROM runs WHERE job = 'train' ORDER BY started_at", "--csv", *wh])
+    first, second = [line.split(",") for line in out.stdout.splitlines()[-2:]]
+    assert first[0] == "47" and first[1] == first[2] != "0" and second == [first[0], first[1], "0"], (first, second)
+    # (47: teacher-a's kept rows, packed or left out as too long)
+    (model,) = (tmp_path / "out" / "train" / "sft").glob("run-*/model")
+    assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
+
     # the report, with the bundled students' outputs for adaptive length: student-a's answers grow with the
     # difficulty, student-b's stay flat (data/sample/README.md)
     page = (tmp_path / "out" / "report" / "report.html").read_text()
