@@ -135,7 +135,8 @@ def test_the_train_job_packs_the_curated_rows_trains_and_does_nothing_twice(spar
     steps = spark.read.format("delta").load(f"{cfg.warehouse}/train_metrics").collect()
     assert sorted(s.step for s in steps) == list(range(1, 7)) and len({s.train_key for s in steps}) == 1
     assert run_cli("train", *args) == 0  # the same inputs: the set and the model are there already
-    runs = spark.read.format("delta").load(f"{cfg.warehouse}/runs").where("job = 'train'").orderBy(
+    runs = spark.read.format("delta").load(f"{cfg.warehouse}/runs").where(
+        "job = 'train' AND status = 'succeeded'").orderBy(
         "started_at").collect()
     assert [(r.counts["train.steps"], r.counts["train.steps_run"]) for r in runs] == [(6, 6), (6, 0)]
     assert spark.read.format("delta").load(f"{cfg.warehouse}/train_metrics").count() == 6
