@@ -31,7 +31,8 @@ def test_bad_config_key_exits_2_before_spark_starts(tmp_path):
 @pytest.mark.slow
 def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
     wh = ["--set", f"warehouse={tmp_path / 'warehouse'}", "--set", "spark.conf.spark.ui.enabled=false",
-          "--set", f"output_dir={tmp_path / 'out'}", "--set", f"score.perplexity.model={tmp_path / 'reference'}"]
+          "--set", f"output_dir={tmp_path / 'out'}", "--set", f"score.perplexity.model={tmp_path / 'reference'}",
+          "--set", f"train.student={tmp_path / 'reference'}"]  # the embedded default trains the tiny reference
     count_sql = ("SELECT (SELECT count(*) FROM queries) AS queries, (SELECT count(*) FROM quarantine) AS bad, "
                  "(SELECT count(*) FROM runs) AS runs")
     counts, logs = [], []

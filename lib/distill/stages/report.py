@@ -13,7 +13,6 @@ import math
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 BUCKETS = ("lt_1k", "1k_10k", "gt_10k")  # under 1,024; 1,024-10,240; over 10,240 tokens
 ALL = "all"  # the category value of a teacher's all-categories row
@@ -126,8 +125,10 @@ def adaptive_lengths(outputs: DataFrame) -> DataFrame:
     lengths per benchmark or difficulty (task), to see whether a model writes longer answers to harder tasks.
     task_order ranks tasks by their first row (seq) in any model's outputs: easy, medium, hard stay in the
     order the files give, not the alphabet's."""
-    first = outputs.groupBy("task").agg(F.min("seq").alias("first_seq"))
-    order = first.select("task", F.dense_rank().over(Window.orderBy("first_seq")).cast("int").alias("task_order"))
+    # a handful of tasks: ranked on the driver (a window without partitions would pull all rows to one task)
+    first = sorted(outputs.groupBy("task").agg(F.min("seq").alias("s")).collect(), key=lambda r: r["s"])
+    order = outputs.sparkSession.createDataFrame([(r["task"], i) for i, r in enumerate(first, start=1)],
+                                                 "task string, task_order int")
     return outputs.groupBy("model", "task").agg(
         F.count("*").alias("responses"), F.avg("n_tokens").alias("mean_tokens"),
         F.percentile("n_tokens", 0.5).alias("median_tokens")).join(order, "task").select(
