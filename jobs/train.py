@@ -7,8 +7,8 @@
 
 1. pack: the kept rows of `train.teachers` (all teachers when empty) from the `sft` version the last curate
    run recorded (or `train.sft_version`) are tokenized with the student's chat template and packed into rows
-   of at most `train.max_len` tokens (stages/train.py). The set is keyed by what it is made of (sft version,
-   teachers, tokenizer, max_len, packer version): a re-run with the same inputs reuses it.
+   of at most `train.max_len` tokens (stages/train.py). The set is keyed by what it is made of (the rows'
+   content, teachers, tokenizer, max_len, packer version): a re-run with the same inputs reuses it.
 2. train: `train.num_proc` workers run distill.training.loop.train, launched from Spark
    (distill.training.launch). The run folder is keyed by the set, the student and the recipe: a re-run
    resumes from its newest checkpoint, and one that finished does nothing.
@@ -60,8 +60,9 @@ def run(spark, cfg, args, rec) -> None:
     sft = spark.read.format("delta").option("versionAsOf", version).load(table_path(cfg, "sft"))
     teachers = t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect())
     base = Path(root) / t.name
-    set_key = stable_id(str(version), canonical_json(teachers), _fingerprint(t.student, tokenizer_only=True),
-                        str(t.max_len), st.PACKER_VERSION)
+    # keyed by content, not by the sft version: a pipeline re-run that changes no row must not train again
+    set_key = stable_id(st.content_key(st.training_rows(sft, teachers)), canonical_json(teachers),
+                        _fingerprint(t.student, tokenizer_only=True), str(t.max_len), st.PACKER_VERSION)
     data = base / f"data-{set_key}"
 
     with rec.step("pack"):
