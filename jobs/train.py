@@ -61,13 +61,15 @@ def run(spark, cfg, args, rec) -> None:
     teachers = t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect())
     base = Path(root) / t.name
     # keyed by content, not by the sft version: a pipeline re-run that changes no row must not train again
-    set_key = stable_id(st.content_key(st.training_rows(sft, teachers)), canonical_json(teachers),
+    rows = st.training_rows(sft, teachers)
+    n, content = st.content_key(rows)
+    set_key = stable_id(content, canonical_json(teachers),
                         _fingerprint(t.student, tokenizer_only=True), str(t.max_len), st.PACKER_VERSION)
     data = base / f"data-{set_key}"
 
     with rec.step("pack"):
         if not (data / "manifest.json").is_file():
-            _pack(spark, cfg, sft, teachers, version, data)
+            _pack(spark, cfg, rows, n, teachers, version, data)
         manifest = json.loads((data / "manifest.json").read_text())
     for k in ("samples", "packed_rows", "too_long", "tokens", "target_tokens"):
         rec.count(f"train.{k}", manifest[k])
@@ -95,7 +97,7 @@ def run(spark, cfg, args, rec) -> None:
     print(f"train: the trained student is {out / 'model'}")
 
 
-def _pack(spark, cfg, sft, teachers, version, data: Path) -> None:
+def _pack(spark, cfg, rows, n: int, teachers, version, data: Path) -> None:
     """Write the packed set (Parquet from Spark, then one memory-mappable Arrow file) and its manifest, aside
     and renamed into place."""
     import pyarrow as pa
@@ -103,8 +105,6 @@ def _pack(spark, cfg, sft, teachers, version, data: Path) -> None:
     import pyarrow.dataset as ds
 
     t = cfg.train
-    rows = st.training_rows(sft, teachers)
-    n = rows.count()
     partial = data.with_name(data.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partitions = max(1, -(-n // t.pack_rows_per_partition))

@@ -27,14 +27,14 @@ def training_rows(sft: DataFrame, teachers: list[str]) -> DataFrame:
         "query_id", "teacher", "messages", "response")
 
 
-def content_key(rows: DataFrame) -> str:
+def content_key(rows: DataFrame) -> tuple[int, str]:
     """A fingerprint of the rows' content, independent of their order and of the `sft` version they come from
     (a re-run of score and curate that changes nothing moves the version, not the data): the row count and
-    two sums of 32-bit halves of each row's 64-bit hash (no overflow below 2^31 rows)."""
+    two sums of 32-bit halves of each row's 64-bit hash (no overflow below 2^31 rows). Returns (rows, key)."""
     h = F.xxhash64("query_id", "teacher", "messages", "response")
     r = rows.agg(F.count("*").alias("n"), F.sum(h.bitwiseAND(F.lit(0xFFFFFFFF))).alias("lo"),
                  F.sum(F.shiftrightunsigned(h, 32)).alias("hi")).first()
-    return f"{r['n']}:{r['lo'] or 0}:{r['hi'] or 0}"
+    return r["n"], f"{r['n']}:{r['lo'] or 0}:{r['hi'] or 0}"
 
 
 def pack_rows(rows: DataFrame, tokenizer_path: str, max_len: int, partitions: int) -> DataFrame:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -25,7 +26,7 @@ def launch(spark, spec: dict) -> dict:
 
         results = horovod.spark.run(run_worker, args=(spec,), num_proc=spec["num_proc"], use_gloo=True,
                                     verbose=0, executable=sys.executable, stdout=sys.stdout, stderr=sys.stderr,
-                                    env=_worker_env())
+                                    env=dict(os.environ))  # PYTHONPATH, crash points, thread settings
         return results[0]
     from pyspark.ml.torch.distributor import TorchDistributor
 
@@ -33,9 +34,3 @@ def launch(spark, spec: dict) -> dict:
     return TorchDistributor(num_processes=spec["num_proc"], local_mode=local, use_gpu=spec["use_gpu"]).run(
         run_worker, spec)
 
-
-def _worker_env() -> dict:
-    """The driver's environment for the Horovod processes (PYTHONPATH, crash points, thread settings)."""
-    import os
-
-    return dict(os.environ)

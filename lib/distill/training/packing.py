@@ -33,11 +33,10 @@ class Sample:
         return len(self.input_ids)
 
 
-def end_of_turn(tokenizer, messages: list[dict], response: str) -> str:
-    """The text the chat template puts after an assistant message (e.g. "<|im_end|>\\n"): rendered once with
-    and once without the response, the difference past the response. Falls back to the EOS token when the
-    template rewrites the assistant message (some strip or move the reasoning)."""
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def end_of_turn(tokenizer, messages: list[dict], prompt: str, response: str) -> str:
+    """The text the chat template puts after an assistant message (e.g. "<|im_end|>\\n"): the conversation
+    rendered with the response, past `prompt` (the rendering without it) and the response. Falls back to the
+    EOS token when the template rewrites the assistant message (some strip or move the reasoning)."""
     full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
     if full.startswith(prompt + response):
         return full[len(prompt) + len(response):]
@@ -49,7 +48,7 @@ def tokenize(tokenizer, messages: list[dict], response: str) -> Sample:
     each tokenized on its own so the boundaries are exact (see scorers.perplexity.render for why)."""
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     parts = [tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-             for text in (prompt, response, end_of_turn(tokenizer, messages, response))]
+             for text in (prompt, response, end_of_turn(tokenizer, messages, prompt, response))]
     ids = [*parts[0], *parts[1], *parts[2]]
     labels = [IGNORE] * len(parts[0]) + [*parts[1], *parts[2]]
     if labels:
