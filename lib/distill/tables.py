@@ -9,7 +9,7 @@ catalog, so users query `queries`, `runs`, ... with SQL. Jobs write only through
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from distill.config import Config
 from distill.spark import resolve_path
@@ -22,9 +22,20 @@ CONSTRAINTS = "struct<instruction_id_list:array<string>,kwargs:array<string>>"
 @dataclass(frozen=True)
 class Table:
     name: str
-    keys: tuple[str, ...]
+    keys: tuple[str, ...]  # declared NOT NULL in `ddl`: Delta rejects a write with a null key
     ddl: str  # the schema, as Spark DDL
     comment: str
+    checks: dict[str, str] = field(default_factory=dict)  # CHECK constraints: name -> SQL condition
+    change_feed: bool = True  # Delta's change data feed: readers can ask what changed between versions
+
+
+def _unit(*columns: str) -> dict[str, str]:
+    """CHECK constraints keeping score-like columns in [0, 1] (null allowed: not scored yet)."""
+    return {f"{c}_range": f"{c} IS NULL OR ({c} >= 0 AND {c} <= 1)" for c in columns}
+
+
+def _non_negative(*columns: str) -> dict[str, str]:
+    return {f"{c}_non_negative": f"{c} IS NULL OR {c} >= 0" for c in columns}
 
 
 TABLES = {
@@ -41,6 +52,8 @@ TABLES = {
             "norm_hash string, signals map<string,double>, prepare_key string, prepared_at timestamp",
             "One row per distinct query. status: new (ingested) -> kept | dropped (by prepare, with drop_reason); "
             "signals are the filter scores, prepare_key the prepare config that judged it.",
+            checks={"status_known": "status IN ('new', 'kept', 'dropped')",
+                    "dropped_has_reason": "status <> 'dropped' OR drop_reason IS NOT NULL"},
         ),
         Table(
             "quarantine",
@@ -76,6 +89,10 @@ TABLES = {
             "verification. accepted = verify_status ok and verify_score >= 0.9 (or no_verifier when the config "
             "accepts that). Generation is never repeated for a stored attempt; verification is redone when the "
             "verifier's version changes or it failed for infrastructure reasons.",
+            checks={"attempt_positive": "attempt >= 1",
+                    "verify_status_known": "verify_status IS NULL OR verify_status IN "
+                                           "('ok', 'parse_error', 'timeout', 'infra_error', 'no_verifier')",
+                    **_unit("verify_score"), **_non_negative("tokens_in", "tokens_out", "gen_seconds")},
         ),
         Table(
             "sft",
@@ -93,19 +110,24 @@ TABLES = {
             "(student tokenizer), ppl over the response tokens, structure, ngram_max_repeat (most frequent "
             "n-gram inside the response), ngram_corpus_max (most responses of this teacher sharing one of its "
             "n-grams). keep/reject_reason come from curate's thresholds; keep is null until curated.",
+            checks={"attempt_positive": "attempt >= 1", "ppl_positive": "ppl IS NULL OR ppl > 0",
+                    **_unit("verify_score", "ngram_repeat_fraction"),
+                    **_non_negative("n_tokens", "ppl_tokens", "ngram_max_repeat", "ngram_corpus_max")},
         ),
         Table("report_costs", ("teacher", "category"),
               "teacher string not null, category string not null, pairs long, attempts long, accepted long, "
               "acceptance_rate double, attempts_per_accepted double, tokens_out_per_accepted double, "
               "engine_s_per_accepted double, run_id string not null",
-              "Per teacher and category (and category 'all'): acceptance and the cost per accepted response."),
+              "Per teacher and category (and category 'all'): acceptance and the cost per accepted response.",
+              checks=_unit("acceptance_rate")),
         Table("report_lengths", ("teacher", "category"),
               "teacher string not null, category string not null, responses long, kept long, mean_tokens double, "
               "median_tokens double, p90_tokens double, length_cv double, share_lt_1k double, "
               "share_1k_10k double, share_gt_10k double, mean_ppl double, median_ppl double, "
               "length_entropy double, run_id string not null",
               "Per teacher and category: response lengths (student tokenizer), the paper's buckets, length "
-              "diversity (normalized entropy of the log2-length histogram) and perplexity."),
+              "diversity (normalized entropy of the log2-length histogram) and perplexity.",
+              checks=_unit("share_lt_1k", "share_1k_10k", "share_gt_10k", "length_entropy")),
         Table("report_length_hist", ("teacher", "category", "bin"),
               "teacher string not null, category string not null, bin int not null, lo long, hi long, count long, "
               "run_id string not null",
@@ -115,7 +137,8 @@ TABLES = {
               "run_id string not null",
               "Verify-score distribution of all attempts, by status."),
         Table("report_rejects", ("teacher", "category", "reason"),
-              "teacher string not null, category string not null, reason string, count long, run_id string not null",
+              "teacher string not null, category string not null, reason string not null, count long, "
+              "run_id string not null",
               "Curate's reject reasons (pending: not decided yet)."),
         Table("report_adaptive", ("model", "task"),
               "model string not null, task string not null, task_order int, responses long, mean_tokens double, "
@@ -125,7 +148,8 @@ TABLES = {
               "train_key string not null, step int not null, epoch int, loss double, lr double, grad_norm double, "
               "tokens long, target_tokens long, seconds double, tokens_per_s double, world int, launcher string, "
               "run_id string not null",
-              "One row per optimizer step of each training run (train_key: training set + student + recipe)."),
+              "One row per optimizer step of each training run (train_key: training set + student + recipe).",
+              checks={"step_positive": "step >= 1"}),
         Table(
             "runs",
             ("run_id",),
@@ -135,6 +159,7 @@ TABLES = {
             "counts map<string,bigint>, timings map<string,double>, table_versions map<string,bigint>, "
             "error string",
             "One row per job run: the resolved config, code version, counts, timings, and Delta versions written.",
+            checks={"status_known": "status IN ('succeeded', 'failed')"},
         ),
     ]
 }
@@ -149,15 +174,40 @@ def ensure_table(spark, cfg: Config, name: str):
     from delta.tables import DeltaTable
 
     table, path = TABLES[name], table_path(cfg, name)
-    (
-        DeltaTable.createIfNotExists(spark)
-        .location(path)
-        .addColumns(_schema(spark, table.ddl))
-        .comment(table.comment)
-        .execute()
-    )
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(_schema(spark, table.ddl))
+    # Constraints and the change feed are part of the table's first commit, so no writer ever sees the
+    # table without them (Delta keeps a CHECK constraint as the property delta.constraints.<name>).
+    for key, value in _properties(table).items():
+        builder = builder.property(key, value)
+    builder.comment(table.comment).execute()
     _register(spark, name, path)
-    return DeltaTable.forPath(spark, path)
+    target = DeltaTable.forPath(spark, path)
+    _upgrade(spark, table, path, target)
+    return target
+
+
+def _properties(table: Table) -> dict[str, str]:
+    props = {f"delta.constraints.{n}": cond for n, cond in table.checks.items()}
+    if table.change_feed:
+        props["delta.enableChangeDataFeed"] = "true"
+    return props
+
+
+_upgraded: set[tuple[int, str]] = set()
+
+
+def _upgrade(spark, table: Table, path: str, target) -> None:
+    """Give a table made by an older version of this code the constraints and properties it lacks (once per
+    process). ADD CONSTRAINT checks the rows already there: a violating row stops the job with Delta's error."""
+    if (id(spark), path) in _upgraded:
+        return
+    have = target.detail().first()["properties"] or {}
+    for name, cond in table.checks.items():
+        if f"delta.constraints.{name.lower()}" not in have:
+            spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({cond})")
+    if table.change_feed and have.get("delta.enableChangeDataFeed") != "true":
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+    _upgraded.add((id(spark), path))
 
 
 # name -> location registered in this process's session catalog (in-memory: it lives as long as the session)

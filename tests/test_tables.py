@@ -1,0 +1,88 @@
+"""Delta hygiene of the tables themselves: NOT NULL keys and CHECK constraints that Delta enforces (a bad
+write fails whole and leaves the table as it was), the change data feed, and tables made before the
+constraints existed getting them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from distill.tables import TABLES, ensure_table, merge_new, merge_update, table_path
+from pyspark.sql.types import StructType
+
+# Report tables group by values that may be missing (an attempt without a score has no score bin):
+# there a null is a group of its own, not a broken key.
+NULLABLE_GROUPS = {("report_verify", "score_bin"), ("report_verify", "status")}
+
+
+def test_every_key_column_is_not_null_and_every_check_names_real_columns(spark):
+    for table in TABLES.values():
+        schema = StructType.fromDDL(table.ddl)
+        for key in table.keys:
+            assert key in schema.fieldNames(), (table.name, key)
+            if (table.name, key) not in NULLABLE_GROUPS:
+                assert not schema[key].nullable, f"{table.name}.{key} must be NOT NULL"
+    assert set(TABLES["attempts"].checks) >= {"verify_score_range", "attempt_positive"}
+    assert set(TABLES["sft"].checks) >= {"verify_score_range", "ppl_positive", "n_tokens_non_negative"}
+
+
+def _attempt(query_id, attempt=1, score=1.0, status="ok"):
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return {"query_id": query_id, "teacher": "t", "attempt": attempt, "category": "math", "engine": "replay",
+            "model": "m", "seed": 1, "response": "<think>x</think><answer>1</answer>", "run_id": "r",
+            "generated_at": now, "verify_score": score, "verify_status": status,
+            "accepted": None if score is None else score >= 0.9}
+
+
+def _frame(spark, rows):
+    schema = StructType.fromDDL(TABLES["attempts"].ddl)
+    # the source frame itself is nullable everywhere: the table, not the frame, must refuse bad rows
+    nullable = StructType([f.__class__(f.name, f.dataType, True) for f in schema.fields])
+    return spark.createDataFrame([{f: r.get(f) for f in schema.fieldNames()} for r in rows], nullable)
+
+
+def _version(spark, path) -> int:
+    return spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"]
+
+
+def test_a_row_breaking_a_constraint_fails_the_whole_write(spark, cfg):
+    merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q1"), _attempt("q2", score=0.0)]))
+    path = table_path(cfg, "attempts")
+    before = _version(spark, path)
+    for bad, message in [(_attempt("q9", score=1.5), "verify_score_range"),
+                         (_attempt("q9", attempt=0), "attempt_positive"),
+                         (_attempt("q9", status="fine"), "verify_status_known"),
+                         (_attempt(None), "NOT NULL constraint violated for column: query_id")]:
+        with pytest.raises(Exception, match=message):
+            merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q3"), bad]))
+    assert _version(spark, path) == before  # nothing committed: q3 did not land either
+    rows = spark.read.format("delta").load(path).select("query_id").collect()
+    assert sorted(r[0] for r in rows) == ["q1", "q2"]
+
+
+def test_change_data_feed_shows_what_a_merge_changed(spark, cfg):
+    merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q1", score=None, status=None)]))
+    first = _version(spark, table_path(cfg, "attempts"))
+    scored = _frame(spark, [_attempt("q1", score=0.5)]).select("query_id", "teacher", "attempt", "verify_score")
+    merge_update(spark, cfg, "attempts", scored, ["verify_score"])
+    changes = spark.sql(f"SELECT query_id, verify_score, _change_type FROM table_changes('attempts', {first + 1}) "
+                        "ORDER BY _change_type").collect()
+    assert [tuple(r) for r in changes] == [("q1", 0.5, "update_postimage"), ("q1", None, "update_preimage")]
+    ensure_table(spark, cfg, "sft")
+    props = dict(spark.sql("SHOW TBLPROPERTIES sft").collect())
+    assert props["delta.enableChangeDataFeed"] == "true"
+    assert props["delta.constraints.ppl_positive"] == "ppl IS NULL OR ppl > 0"
+
+
+def test_a_table_made_without_constraints_gets_them(spark, cfg):
+    from delta.tables import DeltaTable
+
+    path = table_path(cfg, "attempts")
+    DeltaTable.create(spark).location(path).addColumns(StructType.fromDDL(TABLES["attempts"].ddl)).execute()
+    _frame(spark, [_attempt("q1")]).write.format("delta").mode("append").save(path)
+    ensure_table(spark, cfg, "attempts")
+    props = dict(spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect())
+    assert {f"delta.constraints.{n.lower()}" for n in TABLES["attempts"].checks} <= set(props)
+    assert props["delta.enableChangeDataFeed"] == "true"
+    with pytest.raises(Exception, match="verify_score_range"):
+        merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q2", score=-0.1)]))
