@@ -326,6 +326,31 @@ class TrainConfig:
 
 
 @dataclass
+class MaintainConfig:
+    """The `maintain` job's policy: compact small files (OPTIMIZE), then delete files no version within the
+    retention needs (VACUUM). Time travel reaches back `retain_hours`, never less than the `sft` version the
+    last curate recorded (export and train read it)."""
+
+    tables: list[str] = field(default_factory=list)  # empty: every table of the warehouse
+    optimize: bool = True
+    vacuum: bool = True
+    retain_hours: float = 168.0  # Delta's own default (7 days): longer than any job or query runs
+    # Below 168 h a writer still running could lose files it has written but not committed yet; only for a
+    # warehouse nothing else writes to.
+    allow_short_retention: bool = False
+    staging_max_age_hours: float = 24.0  # scratch folders under _staging/ left by killed runs
+
+    def __post_init__(self) -> None:
+        for key in ("retain_hours", "staging_max_age_hours"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}: must be >= 0")
+        if self.retain_hours < 168 and not self.allow_short_retention:
+            raise ValueError(f"retain_hours: {self.retain_hours:g} is under 168 (7 days); a job writing at the "
+                             "same time could lose files. Set maintain.allow_short_retention: true if nothing "
+                             "else writes to this warehouse")
+
+
+@dataclass
 class Config:
     # Root of the Delta warehouse: a local path or a URI (s3a://, hdfs://, abfss://...).
     warehouse: str = "./warehouse"
@@ -342,6 +367,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    maintain: MaintainConfig = field(default_factory=MaintainConfig)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.teachers]

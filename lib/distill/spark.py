@@ -149,3 +149,14 @@ def list_files(spark, folder: str, suffix: str) -> list[str]:
     """Names of the files in `folder` that end with `suffix`, sorted."""
     fs, hpath = _fs(spark, folder)
     return sorted(s.getPath().getName() for s in fs.listStatus(hpath) if s.getPath().getName().endswith(suffix))
+
+
+def children_older_than(spark, path: str, age_s: float) -> list[str]:
+    """The entries of folder `path` last modified more than `age_s` seconds ago (none if it does not exist)."""
+    import time
+
+    fs, hpath = _fs(spark, path)
+    if not fs.exists(hpath):
+        return []
+    cutoff_ms = (time.time() - age_s) * 1000
+    return [s.getPath().toString() for s in fs.listStatus(hpath) if s.getModificationTime() < cutoff_ms]
