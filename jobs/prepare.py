@@ -59,6 +59,8 @@ def run(spark, cfg, args, rec) -> None:
             bench_rows = read_benchmarks(cfg)
         except BenchmarkError as err:
             raise SystemExit(f"config error: {err}") from None
+    if bench_rows and p.decontam.semantic:
+        _check_embedder(p.embedder)
     rec.count("benchmark_items", len(bench_rows))
     key = prepare_key(cfg, bench_rows)
     bench = spark.createDataFrame(bench_rows, "benchmark string, item_id string, text string, norm_hash string")
@@ -130,6 +132,16 @@ def run(spark, cfg, args, rec) -> None:
     dropped = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.")}
     print(f"prepare: judged {n_todo} queries: {c.get('kept', 0)} kept, dropped {dropped or 'none'}; "
           f"embedded {c.get('embedded', 0)} new texts")
+
+
+def _check_embedder(e) -> None:
+    """A missing embedder is a config error before any table is written (the tasks would fail later)."""
+    from distill.embedder import EmbedderSpec, resolve
+
+    try:
+        resolve(EmbedderSpec(e.path))
+    except FileNotFoundError as err:
+        raise SystemExit(f"config error: {err}") from None
 
 
 def _vectors(spark, cfg, rec, query_texts, bench_texts):

@@ -235,6 +235,8 @@ def test_openai_contract_against_a_real_vllm_server(tiny_model):
     (TeacherConfig("t", "transformers", "p", {"batch_size": "8"}),
      "teachers.0.engine_args.batch_size: expected an integer"),
     (TeacherConfig("t", "vllm", "p", {"tensor_parallel": 2}), "teachers.0.engine_args.tensor_parallel: not a vLLM"),
+    (TeacherConfig("t", "vllm", "/no/such/model", {}), "teachers.0.model: no such file or folder '/no/such/model'"),
+    (TeacherConfig("t", "replay", "/no/such.jsonl", {}), "teachers.0.model: no such file or folder"),
 ])
 def test_bad_engine_settings_name_the_key(teacher, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

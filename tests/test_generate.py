@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import yaml
@@ -184,5 +185,6 @@ def test_an_engine_that_cannot_answer_fails_the_job_clearly(spark, cfg, setup, c
 
 def test_a_missing_replay_file_is_a_clear_error(spark, cfg, setup, capsys):
     args = [*setup, "--set", "teachers=[{name: t, engine: replay, model: /nonexistent/r.jsonl}]"]
-    assert run_cli("generate", *args) == 1
-    assert "replay: cannot read '/nonexistent/r.jsonl'" in capsys.readouterr().err
+    assert run_cli("generate", *args) == 2  # a config error, before any table is touched
+    assert "config error: teachers.0.model: no such file or folder '/nonexistent/r.jsonl'" in capsys.readouterr().err
+    assert not (Path(cfg.warehouse) / "attempts").exists()

@@ -20,6 +20,7 @@ __all__ = ["Completion", "Engine", "EngineError", "Request", "check_engine", "ge
 
 OPTIONS = {"openai": OpenAIOptions, "transformers": TransformersOptions, "replay": ReplayOptions}
 IN_PROCESS = ("vllm", "transformers")
+LOCAL_MODEL = ("vllm", "transformers", "replay")  # `model` is a path the workers read
 
 _cache: dict[str, Engine] = {}
 
@@ -44,6 +45,19 @@ def check_engine(teacher: TeacherConfig, key: str) -> None:
         for name in teacher.engine_args:
             if name not in known:
                 raise ConfigError(f"{key}.engine_args.{name}: not a vLLM engine argument")
+    if teacher.engine in LOCAL_MODEL:
+        _check_local_path(teacher.model, f"{key}.model")
+
+
+def _check_local_path(path: str, key: str) -> None:
+    """A model (or replay file) the workers load must exist; nothing is downloaded at run time. Checked on the
+    driver: nodes are expected to see the same paths (a shared mount, or the same folder baked into each)."""
+    import os
+    from urllib.parse import urlparse
+
+    if urlparse(path).scheme in ("", "file") and not os.path.exists(path.removeprefix("file:")):
+        raise ConfigError(f"{key}: no such file or folder {path!r} (models are local paths; nothing is "
+                          "downloaded at run time)")
 
 
 def pin_task_gpus() -> None:
