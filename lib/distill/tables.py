@@ -149,13 +149,13 @@ def ensure_table(spark, cfg: Config, name: str):
     from delta.tables import DeltaTable
 
     table, path = TABLES[name], table_path(cfg, name)
-    (
+    _retry_on_conflict(name, lambda: (  # two jobs creating it at once: the later one finds the other's
         DeltaTable.createIfNotExists(spark)
         .location(path)
         .addColumns(_schema(spark, table.ddl))
         .comment(table.comment)
         .execute()
-    )
+    ))
     _register(spark, name, path)
     return DeltaTable.forPath(spark, path)
 
@@ -201,6 +201,7 @@ def _key_condition(keys: tuple[str, ...]) -> str:
 # optimistically, so the one that commits second gets a conflict and has written nothing. Every write here is
 # keyed (MERGE by key, or a whole overwrite), so doing it again on top of the other job's commit gives the
 # same rows; it is retried a few times, then the job fails with the conflict (exit 1, recorded in `runs`).
+# Creating a table is retried the same way: the job that loses sees the other's table and uses it.
 CONFLICT_RETRIES = 4
 conflict_retries = 0  # writes retried in this process (RunRecorder puts its run's share in runs.counts)
 
@@ -220,7 +221,11 @@ def _retry_on_conflict(name: str, write):
     for attempt in range(CONFLICT_RETRIES + 1):
         try:
             return write()
-        except conflicts as err:
+        except Exception as err:
+            # a table another job is creating right now has files but no commit yet
+            creating = "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(err)
+            if not (isinstance(err, conflicts) or creating):
+                raise
             why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             if attempt == CONFLICT_RETRIES:
                 raise RuntimeError(f"writing `{name}`: another job committed to it first {attempt + 1} times in a "
