@@ -11,6 +11,7 @@ re-embedding.
 from __future__ import annotations
 
 from distill.benchmarks import BenchmarkError, read_benchmark
+from distill.faults import crash_point
 from distill.ids import canonical_json, stable_id
 from distill.stages import prepare as st
 from distill.tables import merge_new, merge_replace, merge_update, table_path
@@ -92,6 +93,7 @@ def run(spark, cfg, args, rec) -> None:
                 vectors = _vectors(spark, cfg, rec, passing.select("query_id", "text"),
                                    bench.select("benchmark", "item_id", "text"))
             q_vecs, b_vecs = vectors
+            crash_point("prepare.embedded")  # the embeddings cache is written, nothing else yet
             bench_path = table_path(cfg, f"_prepare/bench_vectors/{key}")
             b_vecs.coalesce(1).write.mode("overwrite").parquet(bench_path)
             matches = matches.unionByName(st.semantic_matches(q_vecs, bench_path, d.similarity_threshold,
@@ -123,6 +125,7 @@ def run(spark, cfg, args, rec) -> None:
             rec.count(row["status"] if row["status"] == "kept" else f"dropped.{row['why']}", row["count"])
         metrics = merge_replace(spark, cfg, "decontam_matches", matches, "query_id", todo.select("query_id"))
         rec.wrote("decontam_matches", metrics["version"])
+        crash_point("prepare.matched")  # decontam_matches is replaced, `queries` not decided yet
         metrics = merge_update(spark, cfg, "queries", decided, ["status", "drop_reason", "norm_hash", "signals",
                                                                 "prepare_key", "prepared_at"])
         rec.wrote("queries", metrics["version"])

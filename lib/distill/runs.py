@@ -102,6 +102,9 @@ class RunRecorder:
         self.progress(stage, min(counter.value, total), total)
 
     def __enter__(self):
+        from distill import tables
+
+        self._conflicts_before = tables.conflict_retries
         self.started = datetime.now(timezone.utc)
         self._t0 = time.perf_counter()
         return self
@@ -114,8 +117,11 @@ class RunRecorder:
         return False
 
     def _write(self, status: str, error: str | None) -> None:
+        from distill import tables
         from distill.tables import TABLES, merge_new
 
+        if tables.conflict_retries > self._conflicts_before:  # writes redone after another job's commit
+            self.counts["conflict_retries"] = tables.conflict_retries - self._conflicts_before
         config = self.cfg.to_json()
         row = {
             "run_id": self.run_id,

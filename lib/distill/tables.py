@@ -179,7 +179,8 @@ def ensure_table(spark, cfg: Config, name: str):
     # table without them (Delta keeps a CHECK constraint as the property delta.constraints.<name>).
     for key, value in _properties(table).items():
         builder = builder.property(key, value)
-    builder.comment(table.comment).execute()
+    # two jobs creating it at once: the later one finds the other's
+    _retry_on_conflict(name, builder.comment(table.comment).execute)
     _register(spark, name, path)
     target = DeltaTable.forPath(spark, path)
     _upgrade(spark, table, path, target)
@@ -247,12 +248,52 @@ def _key_condition(keys: tuple[str, ...]) -> str:
     return " AND ".join(f"t.{k} = s.{k}" for k in keys)
 
 
+# Two jobs writing one table at once (two `generate` runs, any two jobs' `runs` rows): Delta commits
+# optimistically, so the one that commits second gets a conflict and has written nothing. Every write here is
+# keyed (MERGE by key, or a whole overwrite), so doing it again on top of the other job's commit gives the
+# same rows; it is retried a few times, then the job fails with the conflict (exit 1, recorded in `runs`).
+# Creating a table is retried the same way: the job that loses sees the other's table and uses it.
+CONFLICT_RETRIES = 4
+conflict_retries = 0  # writes retried in this process (RunRecorder puts its run's share in runs.counts)
+
+
+def _retry_on_conflict(name: str, write):
+    import random
+    import sys
+    import time
+
+    import delta.exceptions.captured  # noqa: F401 - turns Delta's JVM conflicts into delta.exceptions classes
+    from delta import exceptions as dx
+
+    global conflict_retries
+    conflicts = (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
+                 dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
+                 dx.ConcurrentDeleteDeleteException, dx.ConcurrentTransactionException)
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            return write()
+        except Exception as err:
+            # a table another job is creating right now has files but no commit yet
+            creating = "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(err)
+            if not (isinstance(err, conflicts) or creating):
+                raise
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            if attempt == CONFLICT_RETRIES:
+                raise RuntimeError(f"writing `{name}`: another job committed to it first {attempt + 1} times in a "
+                                   f"row; giving up (re-run the job: it is safe). Last conflict: {why}") from None
+            conflict_retries += 1
+            print(f"distill: writing `{name}`: another job committed to it first ({why}); retrying "
+                  f"({attempt + 1} of {CONFLICT_RETRIES})", file=sys.stderr, flush=True)
+            time.sleep(random.uniform(0.5, 2.0) * (attempt + 1))  # jittered: two identical runs must not collide again
+
+
 def merge_new(spark, cfg: Config, name: str, df) -> dict:
     """Insert the rows of `df` whose key is not in the table yet. Returns Delta's operation metrics."""
     target = ensure_table(spark, cfg, name)
     keys = TABLES[name].keys
     df = _align(df, _schema(spark, TABLES[name].ddl))
-    target.alias("t").merge(df.alias("s"), _key_condition(keys)).whenNotMatchedInsertAll().execute()
+    _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(keys))
+                       .whenNotMatchedInsertAll().execute())
     return last_operation(target)
 
 
@@ -271,8 +312,8 @@ def merge_update(spark, cfg: Config, name: str, df, columns: list[str]) -> dict:
     """Set `columns` of existing rows from `df` (matched by key); rows not in the table are ignored."""
     target = ensure_table(spark, cfg, name)
     keys = TABLES[name].keys
-    target.alias("t").merge(df.alias("s"), _key_condition(keys)).whenMatchedUpdate(
-        set={c: f"s.{c}" for c in columns}).execute()
+    _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(keys)).whenMatchedUpdate(
+        set={c: f"s.{c}" for c in columns}).execute())
     return last_operation(target)
 
 
@@ -280,7 +321,8 @@ def merge_replace(spark, cfg: Config, name: str, df, scope_column: str, scope) -
     """Replace every row whose `scope_column` is in `scope` (a one-column DataFrame) with the rows of `df`:
     delete the scope's old rows, insert the new. Re-running after a crash between the two repeats both."""
     target = ensure_table(spark, cfg, name)
-    target.alias("t").merge(scope.alias("s"), f"t.{scope_column} = s.{scope_column}").whenMatchedDelete().execute()
+    _retry_on_conflict(name, lambda: target.alias("t").merge(scope.alias("s"), f"t.{scope_column} = s.{scope_column}")
+                       .whenMatchedDelete().execute())
     return merge_new(spark, cfg, name, df)
 
 
@@ -291,15 +333,17 @@ def merge_mirror(spark, cfg: Config, name: str, df, changed: str) -> dict:
     target = ensure_table(spark, cfg, name)
     table = TABLES[name]
     df = _align(df, _schema(spark, table.ddl))
-    (target.alias("t").merge(df.alias("s"), _key_condition(table.keys))
-     .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll().whenNotMatchedBySourceDelete().execute())
+    _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(table.keys))
+                       .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll()
+                       .whenNotMatchedBySourceDelete().execute())
     return last_operation(target)
 
 
 def replace_all(spark, cfg: Config, name: str, df) -> dict:
     """Overwrite the whole table with `df` in one Delta commit (derived tables such as reports)."""
     target = ensure_table(spark, cfg, name)
-    _align(df, _schema(spark, TABLES[name].ddl)).write.format("delta").mode("overwrite").save(table_path(cfg, name))
+    _retry_on_conflict(name, lambda: _align(df, _schema(spark, TABLES[name].ddl)).write.format("delta")
+                       .mode("overwrite").save(table_path(cfg, name)))
     return last_operation(target)
 
 

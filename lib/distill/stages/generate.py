@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from distill.config import DEFAULT_SYSTEM_PROMPT, TeacherConfig
+from distill.faults import task_crash_point
 from distill.ids import stable_id
 
 GENERATED = (
@@ -177,6 +178,7 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
                     **verify_columns(verify, rows)})
                 if counter is not None:
                     counter.add(len(chunk))
+                task_crash_point("generate.task")  # a worker killed after answering: Spark retries the task
 
     cols = pairs.select("query_id", "source_id", *VERIFY_INPUT[:-1], "attempt")
     if partitions > 0:
