@@ -29,18 +29,22 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# 3. the code, zipped for executors that do not share this checkout
+# 3. the code, zipped for executors that do not share this checkout. The zip is named by its content and
+# never rewritten: a running job's driver reads its zip's index once and seeks into the file later, so a
+# second submit.sh from this checkout (a `sql` query during a pipeline run) must not change it under it.
 build="$root/build"
 mkdir -p "$build"
-pyzip="$build/distill-code.zip"
-(cd "$root/lib" && "$venv/bin/python" -m zipfile -c "$pyzip" distill >/dev/null)
-(cd "$root" && "$venv/bin/python" - "$pyzip" <<'PY'
+tmpzip=$(mktemp "$build/.distill-code.XXXXXX")
+(cd "$root/lib" && "$venv/bin/python" -m zipfile -c "$tmpzip" distill >/dev/null)
+(cd "$root" && "$venv/bin/python" - "$tmpzip" <<'PY'
 import sys, zipfile, pathlib
 with zipfile.ZipFile(sys.argv[1], "a") as z:
     for p in sorted(pathlib.Path("jobs").glob("*.py")):
         z.write(p, str(p))
 PY
 )
+pyzip="$build/distill-code-$(sha256sum "$tmpzip" | cut -c1-16).zip"
+if [ -e "$pyzip" ]; then rm -f "$tmpzip"; else chmod 644 "$tmpzip" && mv "$tmpzip" "$pyzip"; fi
 
 # 2. spark-submit settings from the config (exit 2 with the key's name on a bad config)
 rc=0

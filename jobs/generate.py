@@ -21,7 +21,7 @@ import json
 import sys
 
 from distill.config import ConfigError
-from distill.engines import check_engine
+from distill.engines import check_engine, for_tasks
 from distill.engines.replay import NO_RESPONSE
 from distill.faults import crash_point
 from distill.spark import cores_per_task, remove_path
@@ -60,7 +60,10 @@ def _teachers(cfg, names):
 def _verify_spec(spark, cfg, verifiers: Verifiers) -> st.VerifySpec:
     versions = verifiers.versions()
     inline = tuple(c for c in versions if not verifiers.needs_judge(c))
-    return st.VerifySpec(json.dumps(dataclasses.asdict(cfg.verify)), versions, cores_per_task(spark), inline)
+    verify = cfg.verify
+    if verify.judge is not None:  # the judge's model is opened in tasks too (versions keep the configured name)
+        verify = dataclasses.replace(verify, judge=for_tasks(verify.judge))
+    return st.VerifySpec(json.dumps(dataclasses.asdict(verify)), versions, cores_per_task(spark), inline)
 
 
 def _with_acceptance(df, cfg):

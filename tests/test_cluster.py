@@ -1,9 +1,12 @@
-"""submit.sh against a real Spark standalone cluster on 127.0.0.1 (master + one worker from the
-pyspark install): ingest runs on the cluster's executor and the tables hold what local mode gives."""
+"""Cluster mode: the whole embedded-default pipeline runs through `submit.sh` against a Spark standalone
+master with two workers on 127.0.0.1 (from the pyspark install), and every table it writes holds what a
+local-mode run of the same pipeline writes."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import time
 import urllib.request
@@ -11,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from jobs.pipeline import PIPELINE
 from tests.conftest import ROOT, free_port, run_subprocess
 
 pytestmark = pytest.mark.slow
+
+WORKERS = 2
 
 
 def spark_class() -> str:
@@ -22,12 +28,16 @@ def spark_class() -> str:
     return str(Path(_find_spark_home()) / "bin" / "spark-class")
 
 
-def wait_for(url: str, predicate, timeout: float = 90.0):
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def wait_for(url: str, predicate, timeout: float = 120.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                state = json.loads(resp.read())
+            state = get_json(url)
             if predicate(state):
                 return state
         except OSError:
@@ -36,29 +46,37 @@ def wait_for(url: str, predicate, timeout: float = 90.0):
     raise TimeoutError(f"{url} did not reach the expected state in {timeout}s")
 
 
+def alive(state: dict) -> int:
+    return sum(w.get("state") == "ALIVE" for w in state.get("workers", []))
+
+
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
+    """A master and two workers (one core each: this suite runs on small machines), each worker with its own
+    work folder so the test can see which executors ran where."""
     work = tmp_path_factory.mktemp("standalone")
-    port, ui, worker_ui = free_port(), free_port(), free_port()
-    env = {"SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work), "SPARK_WORKER_DIR": str(work / "work")}
-    import os
-
-    env = {**os.environ, **env}
-    logs = [open(work / "master.log", "w"), open(work / "worker.log", "w")]
-    master = subprocess.Popen([spark_class(), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(port), "--webui-port", str(ui)], stdout=logs[0], stderr=subprocess.STDOUT,
-                              env=env, start_new_session=True)
+    port, ui = free_port(), free_port()
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work)}
     url = f"spark://127.0.0.1:{port}"
-    worker = subprocess.Popen([spark_class(), "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                               "--cores", "2", "--memory", "2g", "--webui-port", str(worker_ui)],
-                              stdout=logs[1], stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    logs, procs, worker_uis = [], [], []
     try:
-        wait_for(f"http://127.0.0.1:{ui}/json/", lambda s: len(s.get("workers", [])) == 1)
-        yield url, ui
+        logs.append(open(work / "master.log", "w"))
+        procs.append(subprocess.Popen(
+            [spark_class(), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+             "--webui-port", str(ui)], stdout=logs[-1], stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        for i in range(WORKERS):
+            worker_uis.append(free_port())
+            logs.append(open(work / f"worker{i}.log", "w"))
+            procs.append(subprocess.Popen(
+                [spark_class(), "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
+                 "--memory", "3g", "--webui-port", str(worker_uis[-1]), "--work-dir", str(work / f"work{i}")],
+                stdout=logs[-1], stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        wait_for(f"http://127.0.0.1:{ui}/json/", lambda s: alive(s) == WORKERS)
+        yield {"url": url, "ui": ui, "worker_uis": worker_uis, "work": [work / f"work{i}" for i in range(WORKERS)]}
     finally:
-        for proc in (worker, master):
+        for proc in reversed(procs):
             proc.terminate()
-        for proc in (worker, master):
+        for proc in reversed(procs):
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -67,25 +85,92 @@ def standalone(tmp_path_factory):
             f.close()
 
 
-def test_ingest_through_submit_sh_on_a_standalone_cluster(standalone, tmp_path):
-    url, ui = standalone
-    src = tmp_path / "q.jsonl"
-    rows = [{"id": f"q{i}", "category": "math", "query": f"What is {i} + {i}?", "reference_answer": str(2 * i)}
-            for i in range(20)]
-    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
-    warehouse = tmp_path / "warehouse"
-    common = ["--set", f"warehouse={warehouse}", "--set", "spark.conf.spark.ui.enabled=false",
-              "--set", "spark.conf.spark.executor.memory=1g", "--set", "spark.conf.spark.driver.memory=1g"]
-    done = run_subprocess([str(ROOT / "submit.sh"), "ingest", "--master", url, "--input", str(src), *common])
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "20 new queries" in done.stdout
+def run_pipeline(tmp_path: Path, name: str, reference: Path, *extra: str) -> tuple[Path, Path]:
+    warehouse, out = tmp_path / name / "warehouse", tmp_path / name / "out"
+    sets = ["--set", f"warehouse={warehouse}", "--set", f"output_dir={out}",
+            "--set", "spark.conf.spark.ui.enabled=false", "--set", "spark.conf.spark.ui.showConsoleProgress=false",
+            "--set", f"score.perplexity.model={reference}", "--set", f"train.student={reference}"]
+    done = run_subprocess([str(ROOT / "submit.sh"), *extra, *sets], timeout=1800)  # a busy machine is slow
+    assert done.returncode == 0, f"{name}: {done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return warehouse, out
 
-    # the application really ran on the cluster, not in local mode
-    state = wait_for(f"http://127.0.0.1:{ui}/json/", lambda s: s.get("completedapps"))
-    assert state["completedapps"][0]["name"] == "distill-local"
 
-    query = ("SELECT (SELECT count(*) FROM queries) AS queries, (SELECT count(*) FROM quarantine) AS bad, "
-             "(SELECT first(spark_master) FROM runs) AS master")
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql", query, "--csv", *common])
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-2:] == ["queries,bad,master", f"20,1,{url}"]
+# Columns that say when, how long or in which run, not what: they differ between any two runs.
+VOLATILE = {"run_id", "ingest_run_id", "ingested_at", "prepared_at", "quarantined_at", "generated_at",
+            "verified_at", "added_at", "scored_at", "curated_at", "gen_seconds", "verify_seconds",
+            "engine_s_per_accepted"}
+
+COMPARED = {
+    "queries": ["query_id", "source_id", "category", "content_hash", "status", "drop_reason", "signals"],
+    "quarantine": None,
+    "decontam_matches": ["query_id", "benchmark", "item_id", "method", "similarity"],
+    "attempts": ["query_id", "teacher", "attempt", "response", "finish_reason", "tokens_out", "verify_status",
+                 "verify_score", "verifier", "accepted"],
+    "sft": ["query_id", "teacher", "attempt", "keep", "reject_reason", "n_tokens", "structure_ok",
+            "structure_reason", "ngram_max_repeat", "ngram_corpus_max", "ppl", "ppl_tokens"],
+    "report_costs": None, "report_lengths": None, "report_length_hist": None, "report_verify": None,
+    "report_rejects": None, "report_adaptive": None,
+}
+
+
+def table_rows(spark, warehouse: Path, table: str, columns) -> list[tuple]:
+    df = spark.read.format("delta").load(str(warehouse / table))
+    columns = columns or [c for c in df.columns if c not in VOLATILE]
+    rows = [tuple(sorted(v.items()) if isinstance(v, dict) else v for v in r) for r in
+            df.select(*columns).collect()]
+    return sorted(rows, key=repr)
+
+
+def test_pipeline_on_a_two_worker_standalone_cluster_matches_local_mode(standalone, spark, tmp_path):
+    # One reference model for both runs: the local run builds it (score.perplexity.build_tiny_from), the
+    # cluster run finds it and scores, and trains, with the very same weights.
+    reference = tmp_path / "reference"
+    local_wh, local_out = run_pipeline(tmp_path, "local", reference)
+    cluster_wh, cluster_out = run_pipeline(
+        tmp_path, "cluster", reference, "--master", standalone["url"],
+        "--set", "spark.conf.spark.executor.memory=2g", "--set", "spark.conf.spark.driver.memory=2g")
+
+    # the application ran on the cluster, with an executor on each worker that ran tasks
+    state = wait_for(f"http://127.0.0.1:{standalone['ui']}/json/", lambda s: s.get("completedapps"))
+    (app,) = state["completedapps"]
+    assert app["name"] == "distill-local" and app["cores"] == WORKERS, app
+    for work in standalone["work"]:
+        logs = list((work / app["id"]).glob("*/stderr"))
+        assert logs and any("Running task" in p.read_text(errors="replace") for p in logs), (work, logs)
+    masters = spark.read.format("delta").load(str(cluster_wh / "runs")).select("job", "status", "spark_master")
+    assert sorted(masters.collect()) == sorted([(job, "succeeded", standalone["url"])
+                                                for job in ("pipeline", *PIPELINE)])
+
+    # table by table, row by row
+    for table, columns in COMPARED.items():
+        local, cluster = (table_rows(spark, wh, table, columns) for wh in (local_wh, cluster_wh))
+        assert len(local) == len(cluster), (table, len(local), len(cluster))
+        diff = [(a, b) for a, b in zip(local, cluster, strict=True) if a != b]
+        assert not diff, (table, len(diff), diff[:3])
+    assert table_rows(spark, local_wh, "sft", ["keep"]).count((True,)) > 0
+
+    # the exported datasets: same manifests (but paths, run ids and times), same rows
+    for teacher in ("teacher-a", "teacher-b", "teacher-c"):
+        manifests, lines = [], []
+        for o in (local_out, cluster_out):
+            manifests.append(json.loads((o / "export" / teacher / "manifest.json").read_text()))
+            lines.append(sorted(line for f in manifests[-1]["files"]["jsonl"]
+                                for line in (o / "export" / teacher / f).read_text().splitlines()))
+        figures = [{k: m[k] for k in ("rows", "by_category", "columns", "sft_version")} for m in manifests]
+        assert figures[0] == figures[1] and figures[0]["rows"] > 0, figures
+        assert lines[0] == lines[1] and len(lines[0]) == figures[0]["rows"]
+
+    # training: the same packed set, the same number of steps, the same losses
+    counts = []
+    for wh in (local_wh, cluster_wh):
+        (row,) = spark.read.format("delta").load(str(wh / "runs")).where("job = 'train'").collect()
+        counts.append({k: v for k, v in row["counts"].items() if k.startswith("train.")})
+    assert counts[0] == counts[1] and counts[0]["train.steps"] == counts[0]["train.steps_run"] > 0, counts
+    losses = [sorted((r["step"], r["loss"], r["tokens"]) for r in spark.read.format("delta").load(
+        str(wh / "train_metrics")).collect()) for wh in (local_wh, cluster_wh)]
+    assert [s[::2] for s in losses[0]] == [s[::2] for s in losses[1]]
+    assert all(math.isclose(a[1], b[1], rel_tol=1e-5) for a, b in zip(*losses, strict=True)), losses
+    for out in (local_out, cluster_out):
+        (model,) = (out / "train" / "sft").glob("run-*/model")
+        assert (model / "config.json").is_file()
+

@@ -16,7 +16,7 @@ from distill.engines.openai_engine import OpenAIOptions
 from distill.engines.replay import ReplayOptions
 from distill.ids import canonical_json
 
-__all__ = ["Completion", "Engine", "EngineError", "Request", "check_engine", "get_engine"]
+__all__ = ["Completion", "Engine", "EngineError", "Request", "check_engine", "for_tasks", "get_engine"]
 
 OPTIONS = {"openai": OpenAIOptions, "transformers": TransformersOptions, "replay": ReplayOptions}
 IN_PROCESS = ("vllm", "transformers")
@@ -58,6 +58,22 @@ def _check_local_path(path: str, key: str) -> None:
     if urlparse(path).scheme in ("", "file") and not os.path.exists(path.removeprefix("file:")):
         raise ConfigError(f"{key}: no such file or folder {path!r} (models are local paths; nothing is "
                           "downloaded at run time)")
+
+
+def for_tasks(teacher: TeacherConfig) -> TeacherConfig:
+    """The teacher as a task should build its engine: a relative model path that exists here, on the driver,
+    made absolute. Config paths are relative to where the job is started, but an executor runs in a folder
+    of its own (a standalone worker's work/<app>/<n>/), where `data/...` names nothing. Served model names
+    and paths that do not exist here are left as they are."""
+    import dataclasses
+    from pathlib import Path
+
+    model = teacher.model
+    if teacher.engine == "openai" or "://" in model or model.startswith("file:") or Path(model).is_absolute():
+        return teacher
+    if not Path(model).exists():
+        return teacher
+    return dataclasses.replace(teacher, model=str(Path(model).resolve()))
 
 
 def pin_task_gpus() -> None:

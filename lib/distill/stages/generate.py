@@ -141,7 +141,10 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
     GENERATED rows. Rows of `verify.inline` categories come back verified; the rest have null verify columns.
     `error` is set when the engine could not answer: such rows are counted, not stored, and asked again.
     counter: an optional Spark accumulator that gets the number of requests answered (RunRecorder.watch)."""
-    spec = json.dumps(dataclasses.asdict(teacher))
+    from distill.engines import for_tasks
+
+    # the task opens the model by its driver-resolved path; `attempts.model` keeps the configured name
+    spec, model = json.dumps(dataclasses.asdict(for_tasks(teacher))), teacher.model
     prompt = system_prompt(teacher)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -170,7 +173,7 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
                 yield pd.DataFrame({
                     "query_id": chunk["query_id"].values, "teacher": t.name,
                     "attempt": chunk["attempt"].astype("int32").values, "category": chunk["category"].values,
-                    "engine": t.engine, "model": t.model, "seed": seeds, "system_prompt": prompt or None,
+                    "engine": t.engine, "model": model, "seed": seeds, "system_prompt": prompt or None,
                     "response": [c.text for c in done], "finish_reason": [c.finish_reason for c in done],
                     "tokens_in": pd.array([c.tokens_in for c in done], dtype="Int32"),
                     "tokens_out": pd.array([c.tokens_out for c in done], dtype="Int32"),

@@ -71,9 +71,13 @@ def filter_reasons(df: DataFrame, cfg: QueryFilterConfig) -> DataFrame:
 def embed_texts(texts: DataFrame, spec: EmbedderConfig, threads: int, counter=None) -> DataFrame:
     """Input: text_hash, text. Output: text_hash, vector array<float>. One model per Python worker.
     counter: an optional Spark accumulator that gets the number of texts embedded (RunRecorder.watch)."""
+    from pathlib import Path
+
     from distill.embedder import EmbedderSpec
 
-    es = EmbedderSpec(spec.path, spec.device, spec.pooling, spec.batch_size, spec.max_length,
+    # a relative model folder means the driver's working directory; executors run in folders of their own
+    path = str(Path(spec.path).resolve()) if Path(spec.path).exists() else spec.path
+    es = EmbedderSpec(path, spec.device, spec.pooling, spec.batch_size, spec.max_length,
                       spec.threads or threads)
 
     @F.pandas_udf("array<float>")
