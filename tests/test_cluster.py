@@ -116,8 +116,13 @@ COMPARED = {
 def table_rows(spark, warehouse: Path, table: str, columns) -> list[tuple]:
     df = spark.read.format("delta").load(str(warehouse / table))
     columns = columns or [c for c in df.columns if c not in VOLATILE]
-    rows = [tuple(sorted(v.items()) if isinstance(v, dict) else v for v in r) for r in
-            df.select(*columns).collect()]
+    def cell(v):
+        if isinstance(v, dict):
+            return sorted(v.items())
+        # report figures are sums over partitions that local and cluster mode add in another order
+        return float(f"{v:.10g}") if isinstance(v, float) else v
+
+    rows = [tuple(cell(v) for v in r) for r in df.select(*columns).collect()]
     return sorted(rows, key=repr)
 
 
