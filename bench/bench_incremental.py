@@ -7,12 +7,14 @@ A synthetic corpus (math word problems with replay teachers: most answers right 
 at the second attempt; a tenth are `general` queries without a verifier) goes through ingest, prepare
 (filters, the embedder, decontamination, dedup), generate (replay + math-verify), score (a random tiny
 reference model) and curate, all in one Spark session, three times:
-  full         the corpus without its last 5%;
+  full         the corpus without its last 5% and one more query;
+  one new      that one query arrives: every job runs with almost nothing to do but still loads what work
+               needs (the embedder, the verifier pools, the reference model) and runs its Spark jobs and
+               Delta commits: the fixed start-up;
   incremental  the last 5% arrive: ingest them and run every job again;
-  no-op        the same 5% ingested again (already there): every job again, finding nothing to do: the
-               fixed start-up (Spark jobs, Delta reads and commits).
+  no-op        the same 5% ingested again (already there): every job finds nothing to do (no model loads).
 It prints per-job seconds and the work counts from `runs`, then incremental / full and
-(incremental - no-op) / full. The goal: the latter at most 0.10.
+(incremental - one new) / full: the cost that grows with the new queries. The goal: at most 0.10.
 """
 
 from __future__ import annotations
@@ -106,7 +108,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
     queries, replies = corpus(opts.queries)
     n_new = max(1, round(opts.queries * opts.new))
-    old = write_jsonl(work / "old.jsonl", queries[:-n_new])
+    # the one new query is a math one (kept, generated, verified and scored: it loads every model); the
+    # templated `general` queries are mostly near-duplicates of each other and dropped
+    first = next(i for i in range(len(queries) - n_new - 1, 0, -1) if queries[i]["category"] == "math")
+    old = write_jsonl(work / "old.jsonl", queries[:first] + queries[first + 1:-n_new])
+    one = write_jsonl(work / "one.jsonl", [queries[first]])
     new = write_jsonl(work / "new.jsonl", queries[-n_new:])
     replay = write_jsonl(work / "teacher.jsonl", replies)
     model = build_tiny_model(work / "reference", [r["response"] for r in replies[:500]])
@@ -119,11 +125,11 @@ def main() -> None:
     spark = get_spark(load_config(str(ROOT / "conf/local.yaml"), settings))
 
     results = {}
-    for name, ingest in (("full", old), ("incremental", new), ("no-op", new)):
+    for name, ingest in (("full", old), ("one new", one), ("incremental", new), ("no-op", new)):
         times = run_jobs(args, ingest)
         results[name] = (times, work_counts(spark))
 
-    print(f"\n{opts.queries} queries: full run over {opts.queries - n_new}, then {n_new} new "
+    print(f"\n{opts.queries} queries: full run over {opts.queries - n_new - 1}, then 1 new, then {n_new} new "
           f"({opts.new:.0%}), then nothing new")
     print(f"{'job':<10}" + "".join(f"{n:>14}" for n in results))
     for job in JOBS:
@@ -133,10 +139,10 @@ def main() -> None:
     print("\nwork done (from runs):")
     for key in results["full"][1]:
         print(f"  {key:<22}" + "".join(f"{r[1][key]:>10}" for r in results.values()))
-    full, inc, noop = totals["full"], totals["incremental"], totals["no-op"]
-    print(f"\nincremental / full          = {inc / full:.3f}")
-    print(f"no-op / full (fixed cost)   = {noop / full:.3f}")
-    print(f"(incremental - no-op) / full = {(inc - noop) / full:.3f}   (goal <= 0.10)")
+    full, one, inc, noop = (totals[n] for n in ("full", "one new", "incremental", "no-op"))
+    print(f"\nincremental / full              = {inc / full:.3f}")
+    print(f"one new / full (fixed start-up)  = {one / full:.3f}   (no-op / full = {noop / full:.3f})")
+    print(f"(incremental - one new) / full   = {(inc - one) / full:.3f}   (goal <= 0.10)")
     spark.stop()
 
 
