@@ -1,4 +1,5 @@
-"""Shared fixtures: one small Spark + Delta session for the whole test run, a warehouse per test.
+"""Shared fixtures: one small Spark + Delta session for the whole test run, a warehouse per test, and one
+run of the whole sample pipeline that every test needing its tables shares.
 
 The session comes from the project's own factory (distill.spark.get_spark), so the tests exercise
 the settings users get, scaled down: local[2], no UI, few partitions.
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,58 @@ def venv_bin(name: str) -> str:
 def run_subprocess(cmd: list[str], timeout: int = 600, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, **kw.pop("env", {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=kw.pop("cwd", ROOT), env=env, **kw)
+
+
+@dataclass(frozen=True)
+class SampleRun:
+    """Where the shared `./submit.sh` run of the sample pipeline left things, and what it printed."""
+
+    home: Path
+    stdout: str
+    stderr: str
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse"
+
+    @property
+    def out(self) -> Path:
+        return self.home / "out"
+
+    @property
+    def reference(self) -> Path:
+        """The tiny reference model the run's `score` trained; `train` fine-tuned it into the student."""
+        return self.home / "reference"
+
+    def sets(self, home: Path | None = None) -> list[str]:
+        """`--set` arguments for a `submit.sh` run over `home` (default: this run's own) with this run's
+        settings and reference model."""
+        home = home or self.home
+        out = []
+        for item in (f"warehouse={home / 'warehouse'}", f"output_dir={home / 'out'}",
+                     "spark.conf.spark.ui.enabled=false", f"score.perplexity.model={self.reference}", f"train.student={self.reference}"):
+            out += ["--set", item]
+        return out
+
+    def copy(self, home: Path, tables: tuple[str, ...] | None = None) -> Path:
+        """A private copy to write to: the whole run (warehouse and out), or only `tables` of its warehouse."""
+        if tables is None:
+            shutil.copytree(self.warehouse, home / "warehouse")
+            shutil.copytree(self.out, home / "out")
+        else:
+            for name in tables:
+                shutil.copytree(self.warehouse / name, home / "warehouse" / name)
+        return home
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> SampleRun:
+    """The README's run command, once per test session: `./submit.sh` with the embedded default (the whole
+    pipeline on the bundled sample), into a warehouse of its own. Tests only read it; a test that writes
+    (a re-run, a killed job) works on `sample_run.copy(...)`. Its `score` trains the tiny reference model, which
+    its `train` fine-tunes, as on a fresh clone."""
+    home = tmp_path_factory.mktemp("sample-run")
+    run = SampleRun(home, "", "")
+    done = run_subprocess([str(ROOT / "submit.sh"), *run.sets()], timeout=1800)  # a busy machine is slow
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return SampleRun(home, done.stdout, done.stderr)

@@ -1,6 +1,6 @@
 """Cluster mode: the whole embedded-default pipeline runs through `submit.sh` against a Spark standalone
 master with two workers on 127.0.0.1 (from the pyspark install), and every table it writes holds what a
-local-mode run of the same pipeline writes."""
+local-mode run of the same pipeline writes (the session's shared `sample_run`)."""
 
 from __future__ import annotations
 
@@ -85,16 +85,6 @@ def standalone(tmp_path_factory):
             f.close()
 
 
-def run_pipeline(tmp_path: Path, name: str, reference: Path, *extra: str) -> tuple[Path, Path]:
-    warehouse, out = tmp_path / name / "warehouse", tmp_path / name / "out"
-    sets = ["--set", f"warehouse={warehouse}", "--set", f"output_dir={out}",
-            "--set", "spark.conf.spark.ui.enabled=false", "--set", "spark.conf.spark.ui.showConsoleProgress=false",
-            "--set", f"score.perplexity.model={reference}", "--set", f"train.student={reference}"]
-    done = run_subprocess([str(ROOT / "submit.sh"), *extra, *sets], timeout=1800)  # a busy machine is slow
-    assert done.returncode == 0, f"{name}: {done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return warehouse, out
-
-
 # Columns that say when, how long or in which run, not what: they differ between any two runs.
 VOLATILE = {"run_id", "ingest_run_id", "ingested_at", "prepared_at", "quarantined_at", "generated_at",
             "verified_at", "added_at", "scored_at", "curated_at", "gen_seconds", "verify_seconds",
@@ -126,14 +116,15 @@ def table_rows(spark, warehouse: Path, table: str, columns) -> list[tuple]:
     return sorted(rows, key=repr)
 
 
-def test_pipeline_on_a_two_worker_standalone_cluster_matches_local_mode(standalone, spark, tmp_path):
-    # One reference model for both runs: the local run builds it (score.perplexity.build_tiny_from), the
+def test_pipeline_on_a_two_worker_standalone_cluster_matches_local_mode(standalone, sample_run, spark, tmp_path):
+    # One reference model for both runs: the local run built it (score.perplexity.build_tiny_from), the
     # cluster run finds it and scores, and trains, with the very same weights.
-    reference = tmp_path / "reference"
-    local_wh, local_out = run_pipeline(tmp_path, "local", reference)
-    cluster_wh, cluster_out = run_pipeline(
-        tmp_path, "cluster", reference, "--master", standalone["url"],
-        "--set", "spark.conf.spark.executor.memory=2g", "--set", "spark.conf.spark.driver.memory=2g")
+    local_wh, local_out = sample_run.warehouse, sample_run.out
+    cluster_wh, cluster_out = tmp_path / "warehouse", tmp_path / "out"
+    done = run_subprocess([str(ROOT / "submit.sh"), "--master", standalone["url"], *sample_run.sets(tmp_path),
+                           "--set", "spark.conf.spark.executor.memory=2g", "--set", "spark.conf.spark.driver.memory=2g"],
+                          timeout=1800)  # a busy machine is slow
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
 
     # the application ran on the cluster, with an executor on each worker that ran tasks
     state = wait_for(f"http://127.0.0.1:{standalone['ui']}/json/", lambda s: s.get("completedapps"))

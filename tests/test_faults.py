@@ -1,7 +1,7 @@
 """Faults and concurrency, end to end: `./submit.sh JOB` subprocesses on the bundled sample, killed for real.
 
-Every scenario ends by comparing its tables with those of one uninterrupted chain
-(`ingest, prepare, generate, score, curate`, the `baseline` fixture): queries (status, drop_reason),
+Every scenario ends by comparing its tables with those of one uninterrupted run (the session's shared
+`sample_run` of the whole pipeline, the `baseline` fixture): queries (status, drop_reason),
 decontam_matches, the embeddings' keys, the attempts ledger (response, verification, accepted) and sft
 (scores, keep, reject_reason) must be equal as sorted row lists, with no duplicate key in any table.
 
@@ -11,7 +11,9 @@ decontam_matches, the embeddings' keys, the attempts ledger (response, verificat
   (which embeds nothing again); `generate` SIGKILLed right after round 1's MERGE, then re-run (the attempts
   stored before the kill keep their run_id and generated_at, and the re-run generates exactly the missing
   ones); `score` SIGKILLed after `sft` got its rows and before they are scored, then re-run; `curate`.
-  Each kill is checked to have landed between two commits of its job.
+  Each kill is checked to have landed between two commits of its job. The runs that are not killed run
+  in this process (`run_ok`): how they start does not matter to what the kills prove, and a JVM start
+  per re-run does.
 - test_a_killed_python_worker_is_retried_without_duplicate_attempts: `generate` where every generation
   task's first attempt kills its Python worker after answering (master local[2,2] lets Spark retry a task);
   the log shows the lost tasks, the job succeeds, and the ledger equals the baseline's.
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -35,7 +36,7 @@ from pathlib import Path
 import pytest
 from distill.tables import TABLES
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -50,12 +51,7 @@ class Job:
     moment a stdout line matches it."""
 
     def __init__(self, job: str, home: Path, *extra: str, env: dict | None = None, kill_on: str | None = None):
-        args = []
-        # the reference model is the conftest's tiny random one, built before any job (REFERENCE): training the
-        # embedded default's model inside `score` takes minutes on a busy machine
-        for item in [*SPARK, f"warehouse={home / 'warehouse'}", f"output_dir={home / 'out'}",
-                     f"score.perplexity.model={REFERENCE[0]}", *extra]:
-            args += ["--set", item]
+        args = job_args(home, *extra)
         self.job, self.kill_on, self.killed, self.lines = job, kill_on, False, []
         home.mkdir(parents=True, exist_ok=True)
         self.err_path = home / f"{job}-{time.monotonic_ns()}.err"
@@ -93,10 +89,25 @@ class Job:
         return self.err_path.read_text()
 
 
-def run_ok(job: str, home: Path, *extra: str, env: dict | None = None) -> Job:
+def job_args(home: Path, *extra: str) -> list[str]:
+    """A job over `home`'s warehouse, scoring with the shared sample run's reference model (REFERENCE)."""
+    args = []
+    for item in [*SPARK, f"warehouse={home / 'warehouse'}", f"output_dir={home / 'out'}",
+                 f"score.perplexity.model={REFERENCE[0]}", *extra]:
+        args += ["--set", item]
+    return args
+
+
+def submit_ok(job: str, home: Path, *extra: str, env: dict | None = None) -> Job:
     j = Job(job, home, *extra, env=env)
     assert j.wait() == 0, f"{job} failed:\n{j.stdout[-2000:]}\n{j.stderr[-4000:]}"
     return j
+
+
+def run_ok(job: str, home: Path) -> None:
+    """A job that is not killed, run in this process on the test session's Spark."""
+    home.mkdir(parents=True, exist_ok=True)
+    assert run_cli(job, *job_args(home)) == 0, job
 
 
 def read(spark, home: Path, name: str):
@@ -148,34 +159,28 @@ def generated(run) -> int:
 
 
 REFERENCE: list[Path] = []
+PREPARED = ("queries", "quarantine", "decontam_matches", "embeddings")  # only ingest and prepare write these
 
 
 @pytest.fixture(scope="module")
-def homes(tmp_path_factory, tiny_model) -> Path:
-    REFERENCE[:] = [tiny_model]
+def homes(tmp_path_factory, sample_run) -> Path:
+    REFERENCE[:] = [sample_run.reference]
     return tmp_path_factory.mktemp("faults")
 
 
 @pytest.fixture(scope="module")
-def baseline(homes, spark):
-    """The uninterrupted chain; a copy of its warehouse right after `prepare` seeds the generate scenarios."""
-    home = homes / "baseline"
-    for job in ("ingest", "prepare"):
-        run_ok(job, home)
-    shutil.copytree(home / "warehouse", homes / "prepared")
-    for job in ("generate", "score", "curate"):
-        run_ok(job, home)
-    want = tables(spark, home)
+def baseline(sample_run, spark):
+    """The uninterrupted run's tables."""
+    want = tables(spark, sample_run.home)
     assert want["attempts"] and want["sft"] and want["decontam_matches"]
-    assert [generated(r) for r in runs_of(spark, home, "generate")] == [len(want["attempts"])]
+    assert [generated(r) for r in runs_of(spark, sample_run.home, "generate")] == [len(want["attempts"])]
     return want
 
 
-def prepared(homes: Path, name: str) -> Path:
-    """A fresh warehouse holding the baseline's state after ingest and prepare."""
-    home = homes / name
-    shutil.copytree(homes / "prepared", home / "warehouse")
-    return home
+def prepared(sample_run, homes: Path, name: str) -> Path:
+    """A fresh warehouse holding the uninterrupted run's state after ingest and prepare: the tables that only
+    those two jobs write, copied."""
+    return sample_run.copy(homes / name, PREPARED)
 
 
 def test_killed_jobs_rerun_to_the_uninterrupted_tables(homes, spark, baseline):
@@ -222,17 +227,17 @@ def test_killed_jobs_rerun_to_the_uninterrupted_tables(homes, spark, baseline):
     assert tables(spark, home) == baseline
 
 
-def test_a_killed_python_worker_is_retried_without_duplicate_attempts(homes, spark, baseline):
-    home = prepared(homes, "worker")
-    j = run_ok("generate", home, "spark.master=local[2,2]", env={"DISTILL_CRASH_AT": "generate.task"})
+def test_a_killed_python_worker_is_retried_without_duplicate_attempts(homes, sample_run, spark, baseline):
+    home = prepared(sample_run, homes, "worker")
+    j = submit_ok("generate", home, "spark.master=local[2,2]", env={"DISTILL_CRASH_AT": "generate.task"})
     lost = re.findall(r"Lost task \S+ in stage \S+ .*", j.stderr)
     assert lost and "Python worker exited unexpectedly" in j.stderr, j.stderr[-3000:]
     assert tables(spark, home, ("attempts",))["attempts"] == baseline["attempts"]
     assert generated(runs_of(spark, home, "generate")[-1]) == len(baseline["attempts"])
 
 
-def test_two_generate_runs_at_once_leave_a_consistent_ledger(homes, spark, baseline):
-    home = prepared(homes, "concurrent")
+def test_two_generate_runs_at_once_leave_a_consistent_ledger(homes, sample_run, spark, baseline):
+    home = prepared(sample_run, homes, "concurrent")
     jobs = [Job("generate", home), Job("generate", home)]
     codes = [j.wait() for j in jobs]
     for j, rc in zip(jobs, codes, strict=True):

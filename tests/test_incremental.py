@@ -1,7 +1,8 @@
 """Incremental cost, from the `runs` table: the bundled sample is processed without 5% of its queries,
 then those arrive and the jobs run again. The second run embeds, generates, verifies and scores only for
 the new queries (the figures equal what the tables gained for exactly those queries), and the tables end
-as a single run over the whole sample leaves them. The time ratio is bench/bench_incremental.py's job."""
+as a single run over the whole sample leaves them (the session's shared `sample_run`). The time ratio is
+bench/bench_incremental.py's job."""
 
 from __future__ import annotations
 
@@ -29,18 +30,22 @@ def teacher_sum(counts: dict, suffix: str) -> int:
     return sum(v for k, v in counts.items() if k.startswith("teacher-") and k.endswith(f".{suffix}"))
 
 
-def snapshot(spark) -> dict:
+def snapshot(spark, warehouse) -> dict:
     """The tables' content that does not depend on when or in how many runs it was made."""
     q = "SELECT query_id, status, drop_reason FROM queries"
     a = ("SELECT query_id, teacher, attempt, response, verify_status, verify_score, accepted FROM attempts")
     s = ("SELECT query_id, teacher, attempt, n_tokens, round(ppl, 3), structure_ok, ngram_max_repeat, "
          "ngram_corpus_max, keep, reject_reason FROM sft")
+    from distill.config import load_config
+    from distill.tables import register_tables
+
+    register_tables(spark, load_config(None, [f"warehouse={warehouse}"]))
     return {name: sorted(tuple(r) for r in spark.sql(sql).collect()) for name, sql in
             (("queries", q), ("attempts", a), ("sft", s),
              ("decontam_matches", "SELECT query_id, benchmark, item_id, method FROM decontam_matches"))}
 
 
-def test_new_queries_cost_only_their_own_work(spark, tmp_path, tiny_model, capsys):
+def test_new_queries_cost_only_their_own_work(spark, tmp_path, sample_run, capsys):
     lines = (ROOT / "data/sample/queries.jsonl").read_text().splitlines(keepends=True)
     late = [line for line in lines if json.loads(line)["id"] in LATE]
     assert len(late) == len(LATE) == round(len(lines) * 0.05)
@@ -54,14 +59,14 @@ def test_new_queries_cost_only_their_own_work(spark, tmp_path, tiny_model, capsy
 
         cfg = make_config(tmp_path / warehouse)
         args = ["--conf", str(ROOT / "conf/local.yaml"), *cli_overrides(cfg),
-                "--set", f"score.perplexity.model={tiny_model}"]
+                "--set", f"score.perplexity.model={sample_run.reference}"]
         for path in inputs:
             assert run_cli("ingest", "--input", str(path), *args) == 0
             for job in JOBS:
                 assert run_cli(job, *args) == 0, job
         return cfg
 
-    run_all("incremental", old, new)
+    cfg = run_all("incremental", old, new)
     capsys.readouterr()
     added = {r.query_id for r in spark.sql("SELECT query_id FROM queries WHERE ingest_run_id = "
                                            "(SELECT max_by(run_id, started_at) FROM runs WHERE job = 'ingest')")
@@ -84,9 +89,4 @@ def test_new_queries_cost_only_their_own_work(spark, tmp_path, tiny_model, capsy
     new_sft = spark.sql(f"SELECT count(*) FROM sft WHERE query_id IN ({ids})").first()[0]
     assert teacher_sum(score, "scored") == new_sft == score.get("sft.inserted", 0)
     assert score.get("sft.replaced", 0) == 0 and score.get("sft.removed", 0) == 0
-    incremental = snapshot(spark)
-
-    whole = tmp_path / "all.jsonl"
-    whole.write_text("".join(lines))
-    run_all("at-once", whole)
-    assert snapshot(spark) == incremental
+    assert snapshot(spark, cfg.warehouse) == snapshot(spark, sample_run.warehouse)

@@ -1,5 +1,5 @@
-"""The README's run command: `./submit.sh` runs the pipeline on the bundled sample, a re-run changes
-no row count, `submit.sh sql` prints the tables, and the CLI lists its jobs."""
+"""The README's run command: `./submit.sh` runs the pipeline on the bundled sample (the session's shared
+`sample_run`), a re-run changes no row count, `submit.sh sql` prints the tables, and the CLI lists its jobs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import pytest
 
 from jobs.pipeline import PIPELINE
-from tests.conftest import ROOT, run_subprocess, venv_bin
+from tests.conftest import ROOT, TEST_SPARK, run_cli, run_subprocess, venv_bin
 
 SAMPLE_LINES = sum(1 for line in (ROOT / "data/sample/queries.jsonl").read_bytes().split(b"\n") if line)
 
@@ -28,99 +28,113 @@ def test_bad_config_key_exits_2_before_spark_starts(tmp_path):
     assert "ingest.max_line_byte: unknown key" in done.stderr
 
 
+def sql_csv(capsys, warehouse, query: str) -> list[str]:
+    """`distill sql QUERY --csv` in this process (the session's Spark; `submit.sh sql` itself is tested once
+    below, its JVM start is not worth paying per query): the output's lines."""
+    capsys.readouterr()
+    sets = [a for item in (*TEST_SPARK, f"warehouse={warehouse}") for a in ("--set", item)]
+    assert run_cli("sql", query, "--csv", *sets) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+COUNT_SQL = ("SELECT (SELECT count(*) FROM queries) AS queries, (SELECT count(*) FROM quarantine) AS bad, "
+             "(SELECT count(*) FROM runs) AS runs")
+
+
 @pytest.mark.slow
-def test_sample_pipeline_runs_and_reruns_idempotently(tmp_path):
-    wh = ["--set", f"warehouse={tmp_path / 'warehouse'}", "--set", "spark.conf.spark.ui.enabled=false",
-          "--set", f"output_dir={tmp_path / 'out'}", "--set", f"score.perplexity.model={tmp_path / 'reference'}",
-          "--set", f"train.student={tmp_path / 'reference'}"]  # the embedded default trains the tiny reference
-    count_sql = ("SELECT (SELECT count(*) FROM queries) AS queries, (SELECT count(*) FROM quarantine) AS bad, "
-                 "(SELECT count(*) FROM runs) AS runs")
-    counts, logs = [], []
-    for _ in range(2):
-        done = run_subprocess([str(ROOT / "submit.sh"), *wh])
-        assert done.returncode == 0, done.stderr[-3000:]
-        logs.append(done.stdout)
-        out = run_subprocess([str(ROOT / "submit.sh"), "sql", count_sql, "--csv", *wh])
-        assert out.returncode == 0, out.stderr[-3000:]
-        counts.append(out.stdout.splitlines()[-1])
-    # every sample line became a query (the sample is valid input); runs: pipeline + its jobs, twice
-    n_runs = 1 + len(PIPELINE)
-    assert counts == [f"{SAMPLE_LINES},0,{n_runs}", f"{SAMPLE_LINES},0,{2 * n_runs}"]
+def test_sample_pipeline_fills_every_table(sample_run, spark, capsys):
+    wh, out = sample_run.warehouse, sample_run.out
+    log = sample_run.stdout.splitlines()
+    # every sample line became a query (the sample is valid input); runs: pipeline + its jobs
+    assert sql_csv(capsys, wh, COUNT_SQL)[-1] == f"{SAMPLE_LINES},0,{1 + len(PIPELINE)}"
     # progress a person can follow: rows done of the total per long stage, all of them by the stage's end
-    assert "distill: score: responses scored: 148 of 148 (100%)" in logs[0].splitlines()
-    assert re.search(r"^distill: generate: round 1: requests answered: ([\d,]+) of \1 \(100%\)$", logs[0], re.M)
-    assert "distill: score: responses scored: 0 of 0" in logs[1].splitlines()
+    assert "distill: score: responses scored: 148 of 148 (100%)" in log
+    assert re.search(r"^distill: generate: round 1: requests answered: ([\d,]+) of \1 \(100%\)$",
+                     sample_run.stdout, re.M)
+    # Spark's console progress bars stay out of a log that is not a terminal
+    assert not re.search(r"\[Stage \d+:", sample_run.stdout + sample_run.stderr)
 
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT job, counts FROM runs WHERE job = 'ingest' "
-                          "ORDER BY started_at", "--csv", *wh])
-    rows = [json.loads(line.split(",", 1)[1].strip('"').replace('""', '"')) for line in out.stdout.splitlines()[-2:]]
-    assert rows[0]["inserted"] == SAMPLE_LINES and rows[1].get("inserted", 0) == 0
-    assert rows[1]["already_present"] == SAMPLE_LINES
+    assert sql_csv(capsys, wh, "SELECT counts['inserted'] FROM runs WHERE job = 'ingest'")[-1] == str(SAMPLE_LINES)
+    # prepare judged the sample once
+    assert sql_csv(capsys, wh, "SELECT counts['todo'] FROM runs WHERE job = 'prepare'")[-1] == str(SAMPLE_LINES)
+    assert sql_csv(capsys, wh, "SELECT source_id FROM queries WHERE status = 'dropped' "
+                   "AND source_id LIKE 'drop-%' ORDER BY 1")[-6:] == [
+        "drop-empty", "drop-html-table", "drop-image", "drop-md-table", "drop-unicode", "drop-url"]
 
-    # prepare judged the sample once; the re-run found nothing to do
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT counts['todo'] FROM runs WHERE job = 'prepare' "
-                          "ORDER BY started_at", "--csv", *wh])
-    assert out.stdout.splitlines()[-2:] == [str(SAMPLE_LINES), "0"]
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT source_id FROM queries WHERE status = 'dropped' "
-                          "AND source_id LIKE 'drop-%' ORDER BY 1", "--csv", *wh])
-    assert out.stdout.splitlines()[-6:] == ["drop-empty", "drop-html-table", "drop-image", "drop-md-table",
-                                            "drop-unicode", "drop-url"]
-
-    # generate filled `attempts` for every teacher, with real verification of the rule-based categories;
-    # the re-run generated nothing
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
-                          "SELECT teacher, count(DISTINCT query_id), count(*), sum(CAST(accepted AS INT)) "
-                          "FROM attempts GROUP BY teacher ORDER BY teacher", "--csv", *wh])
-    assert out.stdout.splitlines()[-3:] == ["teacher-a,51,58,51", "teacher-b,50,61,48", "teacher-c,49,55,49"]
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
-                          "SELECT DISTINCT category, verify_status FROM attempts WHERE verify_status = 'ok' "
-                          "ORDER BY 1", "--csv", *wh])
-    assert out.stdout.splitlines()[-3:] == ["code,ok", "instruction_following,ok", "math,ok"]
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT coalesce(counts['teacher-a.generated'], 0) "
-                          "FROM runs WHERE job = 'generate' ORDER BY started_at", "--csv", *wh])
-    assert out.stdout.splitlines()[-2:] == ["58", "0"]
+    # generate filled `attempts` for every teacher, with real verification of the rule-based categories
+    assert sql_csv(capsys, wh, "SELECT teacher, count(DISTINCT query_id), count(*), sum(CAST(accepted AS INT)) "
+                   "FROM attempts GROUP BY teacher ORDER BY teacher")[-3:] == [
+        "teacher-a,51,58,51", "teacher-b,50,61,48", "teacher-c,49,55,49"]
+    assert sql_csv(capsys, wh, "SELECT DISTINCT category, verify_status FROM attempts WHERE verify_status = 'ok' "
+                   "ORDER BY 1")[-3:] == ["code,ok", "instruction_following,ok", "math,ok"]
+    assert sql_csv(capsys, wh, "SELECT counts['teacher-a.generated'] FROM runs WHERE job = 'generate'")[-1] == "58"
 
     # score put each pair's accepted response into `sft` once; curate kept what passes the rules; export wrote
-    # the kept rows per teacher. The re-run scored nothing.
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
-                          "SELECT teacher, count(*), sum(CAST(keep AS INT)), count(ppl) FROM sft GROUP BY teacher "
-                          "ORDER BY teacher", "--csv", *wh])
-    assert out.stdout.splitlines()[-3:] == ["teacher-a,51,47,51", "teacher-b,48,45,48", "teacher-c,49,45,49"]
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT coalesce(counts['teacher-a.scored'], 0) "
-                          "FROM runs WHERE job = 'score' ORDER BY started_at", "--csv", *wh])
-    assert out.stdout.splitlines()[-2:] == ["51", "0"]
+    # the kept rows per teacher
+    assert sql_csv(capsys, wh, "SELECT teacher, count(*), sum(CAST(keep AS INT)), count(ppl) FROM sft "
+                   "GROUP BY teacher ORDER BY teacher")[-3:] == [
+        "teacher-a,51,47,51", "teacher-b,48,45,48", "teacher-c,49,45,49"]
+    assert sql_csv(capsys, wh, "SELECT counts['teacher-a.scored'] FROM runs WHERE job = 'score'")[-1] == "51"
     for teacher, kept in (("teacher-a", 47), ("teacher-b", 45), ("teacher-c", 45)):
-        manifest = json.loads((tmp_path / "out" / "export" / teacher / "manifest.json").read_text())
+        manifest = json.loads((out / "export" / teacher / "manifest.json").read_text())
         assert manifest["rows"] == kept and manifest["files"]["jsonl"] and manifest["files"]["parquet"]
 
-    # the short training run at the end: two Horovod workers, every step recorded; the re-run trains nothing
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql",
-                          "SELECT counts['train.samples'] + counts['train.too_long'], counts['train.steps'], "
-                          "counts['train.steps_run'] FROM runs WHERE job = 'train' ORDER BY started_at", "--csv", *wh])
-    first, second = [line.split(",") for line in out.stdout.splitlines()[-2:]]
-    assert first[0] == "47" and first[1] == first[2] != "0" and second == [first[0], first[1], "0"], (first, second)
-    # (47: teacher-a's kept rows, packed or left out as too long)
-    (model,) = (tmp_path / "out" / "train" / "sft").glob("run-*/model")
+    # the short training run at the end: two Horovod workers, every step recorded
+    (first,) = [line.split(",") for line in sql_csv(
+        capsys, wh, "SELECT counts['train.samples'] + counts['train.too_long'], counts['train.steps'], "
+        "counts['train.steps_run'] FROM runs WHERE job = 'train'")[1:]]
+    assert first[0] == "47" and first[1] == first[2] != "0", first  # teacher-a's kept rows, packed or too long
+    (model,) = (out / "train" / "sft").glob("run-*/model")
     assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
 
     # the report, with the bundled students' outputs for adaptive length: student-a's answers grow with the
     # difficulty, student-b's stay flat (data/sample/README.md)
-    page = (tmp_path / "out" / "report" / "report.html").read_text()
+    page = (out / "report" / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 8
-    out = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT model, task, responses, mean_tokens FROM "
-                          "report_adaptive ORDER BY model, task_order", "--csv", *wh])
-    rows = [line.split(",") for line in out.stdout.splitlines()[-6:]]
+    rows = [line.split(",") for line in sql_csv(capsys, wh, "SELECT model, task, responses, mean_tokens FROM "
+                                                "report_adaptive ORDER BY model, task_order")[-6:]]
     assert [(m, t, n) for m, t, n, _ in rows] == [(m, t, "4") for m in ("student-a", "student-b")
                                                    for t in ("easy", "medium", "hard")]
     a, b = [float(r[3]) for r in rows[:3]], [float(r[3]) for r in rows[3:]]
     assert a[0] < a[1] < a[2] and a[2] > 3 * a[0] and max(b) < 1.5 * min(b), rows
 
-    # the teacher-report notebook runs headless against the sample warehouse
+
+@pytest.mark.slow
+def test_a_rerun_of_the_sample_pipeline_does_nothing_twice(sample_run, spark, tmp_path, capsys):
+    home = sample_run.copy(tmp_path)
+    done = run_subprocess([str(ROOT / "submit.sh"), *sample_run.sets(home)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distill: score: responses scored: 0 of 0" in done.stdout.splitlines()
+    # `submit.sh sql` itself: the same CSV as in-process, no row count changed, the runs twice
+    out = run_subprocess([str(ROOT / "submit.sh"), "sql", COUNT_SQL, "--csv", *sample_run.sets(home)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-2:] == ["queries,bad,runs", f"{SAMPLE_LINES},0,{2 * (1 + len(PIPELINE))}"]
+
+    wh = home / "warehouse"
+    rows = [json.loads(line.split(",", 1)[1].strip('"').replace('""', '"')) for line in sql_csv(
+        capsys, wh, "SELECT job, counts FROM runs WHERE job = 'ingest' ORDER BY started_at")[-2:]]
+    assert rows[0]["inserted"] == SAMPLE_LINES and rows[1].get("inserted", 0) == 0
+    assert rows[1]["already_present"] == SAMPLE_LINES
+    # the re-run found nothing to judge, generate, score or train
+    assert sql_csv(capsys, wh, "SELECT counts['todo'] FROM runs WHERE job = 'prepare' "
+                   "ORDER BY started_at")[-2:] == [str(SAMPLE_LINES), "0"]
+    assert sql_csv(capsys, wh, "SELECT coalesce(counts['teacher-a.generated'], 0) FROM runs WHERE job = 'generate' "
+                   "ORDER BY started_at")[-2:] == ["58", "0"]
+    assert sql_csv(capsys, wh, "SELECT coalesce(counts['teacher-a.scored'], 0) FROM runs WHERE job = 'score' "
+                   "ORDER BY started_at")[-2:] == ["51", "0"]
+    first, second = [line.split(",") for line in sql_csv(
+        capsys, wh, "SELECT counts['train.samples'] + counts['train.too_long'], counts['train.steps'], "
+        "counts['train.steps_run'] FROM runs WHERE job = 'train' ORDER BY started_at")[-2:]]
+    assert second == [first[0], first[1], "0"], (first, second)
+
+
+@pytest.mark.slow
+def test_the_teacher_report_notebook_runs_headless_against_the_sample_warehouse(sample_run):
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(ROOT / "notebooks/teacher_report.ipynb", as_version=4)
-    os.environ["DISTILL_WAREHOUSE"] = str(tmp_path / "warehouse")
+    os.environ["DISTILL_WAREHOUSE"] = str(sample_run.warehouse)
     try:
         NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     finally:
