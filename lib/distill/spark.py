@@ -59,7 +59,9 @@ def default_settings(cfg: Config) -> dict[str, str]:
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.ui.showConsoleProgress": "true",
+        # Spark draws its stage bars (`[Stage 51:> (0 + 2) / 2]`) on stderr: useful on a terminal, noise in a
+        # log file between our progress lines. submit.sh asks this with the terminal's stderr inherited.
+        "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
         "spark.sql.debug.maxToStringFields": "200",
         # Libraries inside tasks (FlagEmbedding, transformers) draw per-batch progress bars: noise in job logs.
         "spark.executorEnv.TQDM_DISABLE": "1",
