@@ -123,7 +123,8 @@ class SampleRun:
         home = home or self.home
         out = []
         for item in (f"warehouse={home / 'warehouse'}", f"output_dir={home / 'out'}",
-                     "spark.conf.spark.ui.enabled=false", f"score.perplexity.model={self.reference}", f"train.student={self.reference}"):
+                     "spark.conf.spark.ui.enabled=false", f"score.perplexity.model={self.reference}",
+                     f"train.student={self.reference}"):
             out += ["--set", item]
         return out
 

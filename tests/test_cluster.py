@@ -121,9 +121,9 @@ def test_pipeline_on_a_two_worker_standalone_cluster_matches_local_mode(standalo
     # cluster run finds it and scores, and trains, with the very same weights.
     local_wh, local_out = sample_run.warehouse, sample_run.out
     cluster_wh, cluster_out = tmp_path / "warehouse", tmp_path / "out"
+    memory = ["--set", "spark.conf.spark.executor.memory=2g", "--set", "spark.conf.spark.driver.memory=2g"]
     done = run_subprocess([str(ROOT / "submit.sh"), "--master", standalone["url"], *sample_run.sets(tmp_path),
-                           "--set", "spark.conf.spark.executor.memory=2g", "--set", "spark.conf.spark.driver.memory=2g"],
-                          timeout=1800)  # a busy machine is slow
+                           *memory], timeout=1800)  # a busy machine is slow
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
 
     # the application ran on the cluster, with an executor on each worker that ran tasks

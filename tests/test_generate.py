@@ -145,7 +145,7 @@ def test_a_crash_mid_round_then_a_rerun_loses_and_repeats_nothing(spark, cfg, se
             raise Killed
 
     monkeypatch.setattr(distill.faults, "crash_point", crash)
-    monkeypatch.setattr("jobs.generate.crash_point", crash)
+    monkeypatch.setattr("distill.generation.crash_point", crash)
     with pytest.raises(Killed):
         run_cli("generate", *setup)
     before = ledger(spark, cfg)
@@ -188,3 +188,36 @@ def test_a_missing_replay_file_is_a_clear_error(spark, cfg, setup, capsys):
     assert run_cli("generate", *args) == 2  # a config error, before any table is touched
     assert "config error: teachers.0.model: no such file or folder '/nonexistent/r.jsonl'" in capsys.readouterr().err
     assert not (Path(cfg.warehouse) / "attempts").exists()
+
+
+def test_the_same_loop_with_a_fixed_sample_count_asks_every_row_k_times(spark, cfg, setup, tmp_path):
+    """distill.generation's loop with evaluate's stop rule: attempts 1..samples of every row, accepted or
+    not (g1 passes at once and still gets its second; m2 never passes and gets no more than two); a row the
+    replay file has no more answers for stays short. A second run asks nothing."""
+    from distill.config import load_config
+    from distill.generation import FixedSamples, Ledger, run_rounds, verify_spec
+    from distill.runs import RunRecorder
+    from distill.stages import generate as st
+    from pyspark.sql import functions as F
+
+    run_cfg = load_config(setup[1], setup[3::2])
+    work = (spark.read.format("delta").load(f"{cfg.warehouse}/queries")
+            .select("query_id", "source_id", "category", "messages", "reference_answer", "test_cases",
+                    "constraints").withColumn("samples", F.lit(2)))
+    attempts = Ledger("attempts", lambda df: st.accepted(df, True), accept_no_verifier=True)
+    for generated in (9, 0):  # teacher-a has 2 answers for m1, m2 and g1, 1 for if1 and c1; teacher-b 1 for m1
+        with RunRecorder(spark, run_cfg, "generate") as rec:
+            run_rounds(spark, run_cfg, rec, attempts, run_cfg.teachers, work, FixedSamples(rounds=2),
+                       verify_spec(spark, run_cfg), 2, 8)
+        assert rec.counts.get("teacher-a.generated", 0) + rec.counts.get("teacher-b.generated", 0) == generated
+    assert outcome(rows := ledger(spark, cfg)) == [
+        ("c1", "teacher-a", 1, "ok", 1.0, True),
+        ("g1", "teacher-a", 1, "no_verifier", 0.0, True),
+        ("g1", "teacher-a", 2, "no_verifier", 0.0, True),
+        ("if1", "teacher-a", 1, "ok", 1.0, True),
+        ("m1", "teacher-a", 1, "ok", 0.0, False),
+        ("m1", "teacher-a", 2, "ok", 0.0, False),
+        ("m1", "teacher-b", 1, "ok", 1.0, True),
+        ("m2", "teacher-a", 1, "ok", 0.0, False),
+        ("m2", "teacher-a", 2, "ok", 0.0, False),
+    ], rows

@@ -87,6 +87,17 @@ def pending_pairs(queries: DataFrame, attempts: DataFrame, teacher: str, max_att
             .drop("last").withColumn("teacher", F.lit(teacher)))
 
 
+def missing_samples(work: DataFrame, ledger: DataFrame, model: str) -> DataFrame:
+    """Attempts 1..`samples` of every work row that `model` has not answered yet, whatever the stored ones
+    scored: an evaluation asks each item a fixed number of times.
+
+    work: query_id, samples, ...; ledger: query_id, teacher, attempt."""
+    have = ledger.where(F.col("teacher") == model).select("query_id", "attempt")
+    want = work.withColumn("attempt", F.explode(F.sequence(F.lit(1), F.col("samples").cast("int"))))
+    return (want.join(have, ["query_id", "attempt"], "left_anti").withColumn("attempt", F.col("attempt").cast("int"))
+            .withColumn("teacher", F.lit(model)))
+
+
 # --- generation (and rule-based verification in the same task) --------------------------------------
 
 VERIFY_COLUMNS = ("verify_score", "verify_status", "verifier", "verifier_version", "verify_detail", "verify_seconds")
