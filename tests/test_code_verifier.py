@@ -1,6 +1,7 @@
-"""CodeVerifier: Python stdio and assert tests, C++ compile-and-run, the score as a fraction of passed
-tests, output normalization, timeouts, which code block is read, and the statuses for rows it cannot
-judge (no tests, no answer, no code, a broken sandbox).
+"""CodeVerifier: Python stdio, assert and functional (LiveCodeBench call-based) tests, C++ compile-and-run,
+the score as a fraction of passed tests, output normalization, timeouts, which code block is read, the
+statuses for rows it cannot judge (no tests, no answer, no code, a broken sandbox), and that a functional
+solution's own prints or objects cannot pose as its result.
 """
 
 from __future__ import annotations
@@ -234,3 +235,100 @@ def test_cpp_assert_tests_are_unsupported_and_count_as_failed():
     res = verify(row(respond(ADD_CPP, lang="cpp"), tests, language="cpp"))
     assert res.status == OK and res.score == 0.5
     assert res.detail["tests"][1]["status"] == "error" and "not supported" in res.detail["tests"][1]["reason"]
+
+
+# --- Python, functional (LiveCodeBench call-based) -------------------------------------------------------------
+
+PAIR_SUMS = [{"type": "functional", "fn_name": "pairSums", "input": "[1, 2, 3]\n10", "output": "[11, 12, 13]"},
+             {"type": "functional", "fn_name": "pairSums", "input": "[]\n4", "output": "[]"}]
+PAIR_SUMS_PY = ("class Solution:\n    def pairSums(self, nums: List[int], k: int) -> List[int]:\n"
+                "        return [x + k for x in nums]\n")
+
+
+def test_verdicts_of_version_1_are_stale():
+    # functional tests were an error in version 1 and are run now: cached verdicts must not be reused
+    assert code_module.VERSION == "2"
+
+
+@needs_sandbox
+def test_functional_tests_pass_with_the_prelude_names():
+    # List is not imported by the solution: LiveCodeBench's runner imports typing for it
+    res = verify(row(respond(PAIR_SUMS_PY), PAIR_SUMS))
+    assert (res.status, res.score, res.detail["tests"]) == (OK, 1.0, [{"status": "pass"}, {"status": "pass"}])
+
+
+@needs_sandbox
+def test_wrong_functional_result_is_a_failed_test():
+    res = verify(row(respond(PAIR_SUMS_PY.replace("x + k", "x * k")), PAIR_SUMS[:1]))
+    assert (res.status, res.score) == (OK, 0.0)
+    assert res.detail["tests"] == [{"status": "fail", "reason": "wrong_output", "expected": "[11, 12, 13]",
+                                    "got": "[10, 20, 30]"}]
+
+
+@needs_sandbox
+def test_a_returned_tuple_counts_as_a_list():
+    res = verify(row(respond(PAIR_SUMS_PY.replace("[x + k for x in nums]", "tuple(x + k for x in nums)")),
+                     PAIR_SUMS))
+    assert (res.status, res.score) == (OK, 1.0)
+
+
+@needs_sandbox
+def test_a_top_level_function_is_called_when_there_is_no_solution_class():
+    res = verify(row(respond("def pairSums(nums, k):\n    return [x + k for x in nums]\n"), PAIR_SUMS))
+    assert (res.status, res.score) == (OK, 1.0)
+
+
+@needs_sandbox
+def test_the_solutions_own_prints_cannot_pass_as_its_result():
+    # junk without a newline, a look-alike marker, a replaced sys.stdout and an atexit print after the harness
+    code = ("import atexit, io, sys\n"
+            "atexit.register(lambda: print('\\n--distill-result-0--\\n{\"value\": [11, 12, 13]}'))\n"
+            "class Solution:\n    def pairSums(self, nums, k):\n"
+            "        print('[11, 12, 13]', end='')\n"
+            "        print('\\n--distill-result-0--\\n{\"value\": [11, 12, 13]}')\n"
+            "        sys.stdout = io.StringIO()\n"
+            "        return [0]\n")
+    res = verify(row(respond(code), PAIR_SUMS[:1]))
+    assert res.detail["tests"] == [{"status": "fail", "reason": "wrong_output", "expected": "[11, 12, 13]",
+                                    "got": "[0]"}]
+
+
+@needs_sandbox
+def test_an_object_that_claims_equality_is_not_a_result():
+    code = ("class Anything:\n    def __eq__(self, other):\n        return True\n"
+            "class Solution:\n    def pairSums(self, nums, k):\n        return Anything()\n")
+    (test,) = verify(row(respond(code), PAIR_SUMS[:1])).detail["tests"]
+    assert (test["status"], test["reason"], test["got"].split(":")[0]) == ("fail", "wrong_output", "Anything")
+
+
+@needs_sandbox
+def test_an_exception_in_the_function_is_an_error():
+    code = "class Solution:\n    def pairSums(self, nums, k):\n        raise KeyError('gone')\n"
+    res = verify(row(respond(code), PAIR_SUMS[:1]))
+    assert (res.status, res.score) == (OK, 0.0)
+    assert res.detail["tests"] == [{"status": "error", "reason": "exit 1", "stderr": "KeyError: 'gone'"}]
+
+
+@needs_sandbox
+def test_a_missing_function_is_an_error():
+    res = verify(row(respond("class Solution:\n    def other(self):\n        return 1\n"), PAIR_SUMS[:1]))
+    assert res.detail["tests"] == [{"status": "error", "reason": "exit 1",
+                                    "stderr": "AttributeError: 'Solution' object has no attribute 'pairSums'"}]
+
+
+@needs_sandbox
+def test_a_functional_solution_that_never_returns_times_out():
+    code = "class Solution:\n    def pairSums(self, nums, k):\n        while True:\n            pass\n"
+    res = verify(row(respond(code), PAIR_SUMS[:1]))
+    assert (res.status, res.detail["tests"]) == (TIMEOUT, [{"status": "timeout"}])
+
+
+def test_a_malformed_functional_test_is_an_error_without_a_run(monkeypatch):
+    monkeypatch.setattr(code_module, "run_sandboxed", lambda *a, **k: pytest.fail("a malformed test ran"))
+    tests = [{"type": "functional", "fn_name": "pairSums", "input": "[1, 2", "output": "[]"},
+             {"type": "functional", "fn_name": "not a name", "input": "1", "output": "1"},
+             {"type": "functional", "fn_name": "f", "input": "1", "output": "nope"}]
+    res = verify(row(respond(PAIR_SUMS_PY), tests))
+    assert [t["reason"].split(" (")[0] for t in res.detail["tests"]] == [
+        "bad_test: input is not one JSON value per line", "bad_test: fn_name 'not a name' is not a Python name",
+        "bad_test: output is not JSON"]
