@@ -55,8 +55,8 @@ def run(spark, cfg, args, rec) -> None:
                        "constraints"))
     ledger = Ledger("attempts", lambda df: st.accepted(df, g.accept_no_verifier),
                     accept_no_verifier=g.accept_no_verifier)
-    run_rounds(spark, cfg, rec, ledger, teachers, queries, UntilAccepted(g.max_attempts), verify_spec(spark, cfg),
-               g.partitions or spark.sparkContext.defaultParallelism, g.batch_size)
+    run_rounds(spark, cfg, rec, ledger, teachers, queries, UntilAccepted(g.max_attempts),
+               verify_spec(spark, cfg.verify), g.partitions or spark.sparkContext.defaultParallelism, g.batch_size)
     _summarize(spark, cfg, rec, [t.name for t in teachers])
 
 

@@ -2,7 +2,8 @@
 
 This list is the recipe: ingest ->
 prepare (dedup, filters, decontamination) -> generate (teachers + verify-until-0.9 loop) -> score
-(perplexity, n-grams, structure) -> curate (thresholds) -> report -> export -> train (the student).
+(perplexity, n-grams, structure) -> curate (thresholds) -> export -> train (a student per teacher)
+-> evaluate (the students on benchmark sets) -> report (teachers and students compared).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ PIPELINE = (
     "generate",
     "score",
     "curate",
-    "report",
     "export",
     "train",
+    "evaluate",
+    "report",
 )
 
 

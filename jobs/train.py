@@ -1,32 +1,36 @@
-"""train: fine-tune the student on the curated `sft` rows, with Horovod (or FSDP through TorchDistributor).
+"""train: fine-tune the students on the curated `sft` rows, with Horovod (or FSDP through TorchDistributor).
 
-    <train.root>/<name>/data-<set key>/   the packed training set: parquet/, train.arrow, manifest.json
-    <train.root>/<name>/run-<train key>/  checkpoints/, metrics.jsonl, model/ (the trained student)
+Every student of `train.students` (one per teacher in the paper; without the list, one student `train.name`
+on `train.teachers`) starts from the same base model `train.student` and gets the same recipe:
 
-(train.root defaults to <output_dir>/train.)
+    <train.root>/<student>/data-<set key>/   the packed training set: parquet/, train.arrow, manifest.json
+    <train.root>/<student>/run-<train key>/  checkpoints/, metrics.jsonl, model/ (the trained student)
 
-1. pack: the kept rows of `train.teachers` (all teachers when empty) from the `sft` version the last curate
-   run recorded (or `train.sft_version`) are tokenized with the student's chat template and packed into rows
-   of at most `train.max_len` tokens (stages/train.py). The set is keyed by what it is made of (the rows'
-   content, teachers, tokenizer, max_len, packer version): a re-run with the same inputs reuses it.
+(train.root defaults to <output_dir>/train.) Per student:
+
+1. pack: the kept rows of its teachers from the `sft` version the last curate run recorded (or
+   `train.sft_version`) are tokenized with the base model's chat template and packed into rows of at most
+   `train.max_len` tokens (stages/train.py). The set is keyed by what it is made of (the rows' content,
+   teachers, tokenizer, max_len, packer version): a re-run with the same inputs reuses it.
 2. train: `train.num_proc` workers run distill.training.loop.train, launched from Spark
-   (distill.training.launch). The run folder is keyed by the set, the student and the recipe: a re-run
+   (distill.training.launch). The run folder is keyed by the set, the base model and the recipe: a re-run
    resumes from its newest checkpoint, and one that finished does nothing.
-3. record: every step's metrics into `train_metrics`, the totals into `runs`.
+3. record: every step's metrics into `train_metrics`, the totals into `runs` (train.<student>.* and their
+   sums train.*), and the student into `students` (teachers, sft version, keys, model path), where
+   `evaluate` finds it by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-from distill.ids import canonical_json, stable_id
+from distill.ids import canonical_json, model_fingerprint, stable_id
 from distill.spark import resolve_path
 from distill.stages import train as st
-from distill.tables import ensure_table, merge_new, table_path
+from distill.tables import ensure_table, merge_new, merge_upsert, table_path
 from pyspark.sql import functions as F
 
 from jobs.export import curated_version
@@ -34,7 +38,7 @@ from jobs.export import curated_version
 HELP = "fine-tune the student on the curated data (packing, Horovod or FSDP, checkpoints, resume)"
 
 # TrainConfig fields that do not change what is trained (how many processes, where): not part of the key
-NOT_RECIPE = {"student", "teachers", "sft_version", "max_len", "pack_rows_per_partition", "root", "name",
+NOT_RECIPE = {"student", "students", "teachers", "sft_version", "max_len", "pack_rows_per_partition", "root", "name",
               "num_proc", "threads", "keep_checkpoints", "checkpoint_every", "launcher", "use_gpu"}
 
 
@@ -58,43 +62,77 @@ def run(spark, cfg, args, rec) -> None:
         raise SystemExit("train: no `sft` table yet; run score and curate first")
     version = t.sft_version if t.sft_version is not None else curated_version(spark, cfg, "train")[0]
     sft = spark.read.format("delta").option("versionAsOf", version).load(table_path(cfg, "sft"))
-    teachers = t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect())
-    base = Path(root) / t.name
+    students = [(st_.name, st_.teachers) for st_ in t.students] or [
+        (t.name, t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect()))]
+    recorded = _recorded_students(spark, cfg)
+    trained = []
+    for name, teachers in students:
+        student = _train_student(spark, cfg, rec, sft, version, Path(root), name, teachers)
+        if recorded.get(name) != (student["train_key"], student["model_path"]):
+            trained.append(student)
+    if trained:
+        df = spark.createDataFrame(trained, STUDENT_ROW).withColumn("run_id", F.lit(rec.run_id)).withColumn(
+            "trained_at", F.current_timestamp())
+        rec.wrote("students", merge_upsert(spark, cfg, "students", df)["version"])
+
+
+STUDENT_ROW = ("student string, teachers array<string>, sft_version long, set_key string, train_key string, "
+               "base_model string, model_path string, samples long")
+
+
+def _recorded_students(spark, cfg) -> dict:
+    """student -> (train_key, model_path) as the `students` table has them."""
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "students")):
+        return {}
+    rows = spark.read.format("delta").load(table_path(cfg, "students")).collect()
+    return {r["student"]: (r["train_key"], r["model_path"]) for r in rows}
+
+
+def _train_student(spark, cfg, rec, sft, version: int, root: Path, name: str, teachers: list[str]) -> dict:
+    """Pack, train and record one student; returns its `students` row."""
+    t = cfg.train
+    base = root / name
     # keyed by content, not by the sft version: a pipeline re-run that changes no row must not train again
     rows = st.training_rows(sft, teachers)
     n, content = st.content_key(rows)
     set_key = stable_id(content, canonical_json(teachers),
-                        _fingerprint(t.student, tokenizer_only=True), str(t.max_len), st.PACKER_VERSION)
+                        model_fingerprint(t.student, tokenizer_only=True), str(t.max_len), st.PACKER_VERSION)
     data = base / f"data-{set_key}"
 
-    with rec.step("pack"):
+    with rec.step(f"pack {name}"):
         if not (data / "manifest.json").is_file():
             _pack(spark, cfg, rows, n, teachers, version, data)
         manifest = json.loads((data / "manifest.json").read_text())
     for k in ("samples", "packed_rows", "too_long", "tokens", "target_tokens"):
+        rec.count(f"train.{name}.{k}", manifest[k])
         rec.count(f"train.{k}", manifest[k])
-    print(f"train: {manifest['samples']} samples from {', '.join(teachers)} (sft version {version}) packed into "
-          f"{manifest['packed_rows']} rows of at most {t.max_len} tokens ({manifest['fill']:.1%} full); "
+    print(f"train: {name}: {manifest['samples']} samples from {', '.join(teachers)} (sft version {version}) packed "
+          f"into {manifest['packed_rows']} rows of at most {t.max_len} tokens ({manifest['fill']:.1%} full); "
           f"{manifest['too_long']} too long")
     if manifest["packed_rows"] == 0:
-        raise SystemExit("train: nothing to train on (no kept rows for these teachers)")
+        raise SystemExit(f"train: {name}: nothing to train on (no kept rows of {', '.join(teachers)})")
 
     recipe = {k: v for k, v in dataclasses.asdict(t).items() if k not in NOT_RECIPE}
-    train_key = stable_id(set_key, _fingerprint(t.student), canonical_json(recipe))
+    train_key = stable_id(set_key, model_fingerprint(t.student), canonical_json(recipe))
     out = base / f"run-{train_key}"
     out.mkdir(parents=True, exist_ok=True)
     spec = {**dataclasses.asdict(t), "student": str(Path(t.student).resolve()), "data": str(data / "train.arrow"),
             "out_dir": str(out)}
-    with rec.step("train"):
+    with rec.step(f"train {name}"):
         if (out / "model" / "config.json").is_file():
-            print(f"train: {out / 'model'} is already trained; nothing to do")
+            print(f"train: {name}: {out / 'model'} is already trained; nothing to do")
             result = {"start_step": None}
         else:
             from distill.training.launch import launch
 
             result = launch(spark, spec)
-    _record(spark, cfg, rec, out, train_key, result)
-    print(f"train: the trained student is {out / 'model'}")
+    _record(spark, cfg, rec, name, out, train_key, result)
+    print(f"train: {name}: the trained student is {out / 'model'}")
+    return {"student": name, "teachers": list(teachers), "sft_version": int(version), "set_key": set_key,
+            "train_key": train_key, "base_model": str(Path(t.student).resolve()), "model_path": str(out / "model"),
+            "samples": int(manifest["samples"])}
 
 
 def _pack(spark, cfg, rows, n: int, teachers, version, data: Path) -> None:
@@ -136,22 +174,9 @@ def _pack(spark, cfg, rows, n: int, teachers, version, data: Path) -> None:
     partial.rename(data)
 
 
-def _fingerprint(folder: str, tokenizer_only: bool = False) -> str:
-    """What identifies a model folder cheaply: its small files' content, the big ones' names and sizes."""
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).iterdir()):
-        if not p.is_file():
-            continue
-        is_tokenizer = p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template"))
-        if tokenizer_only and not is_tokenizer:
-            continue
-        h.update(p.name.encode())
-        h.update(p.read_bytes() if p.stat().st_size < 64 << 20 else str(p.stat().st_size).encode())
-    return h.hexdigest()[:32]
-
-
-def _record(spark, cfg, rec, out: Path, train_key: str, result: dict) -> None:
-    """Steps from metrics.jsonl into `train_metrics` (steps already there are kept), totals into `runs`."""
+def _record(spark, cfg, rec, name: str, out: Path, train_key: str, result: dict) -> None:
+    """Steps from metrics.jsonl into `train_metrics` (steps already there are kept), totals into `runs`
+    (train.<student>.* and their sums over the students, train.*)."""
     path = out / "metrics.jsonl"
     steps = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
     ensure_table(spark, cfg, "train_metrics")
@@ -160,11 +185,13 @@ def _record(spark, cfg, rec, out: Path, train_key: str, result: dict) -> None:
             "run_id", F.lit(rec.run_id))
         rec.wrote("train_metrics", merge_new(spark, cfg, "train_metrics", df)["version"])
     ran = [s for s in steps if result.get("start_step") is not None and s["step"] > result["start_step"]]
-    rec.count("train.steps", len(steps))
-    rec.count("train.steps_run", len(ran))
-    if result.get("start_step"):
-        rec.count("train.resumed_from_step", result["start_step"])
+    for prefix in (f"train.{name}.", "train."):
+        rec.count(f"{prefix}steps", len(steps))
+        rec.count(f"{prefix}steps_run", len(ran))
+        if result.get("start_step"):
+            rec.count(f"{prefix}resumed_from_step", result["start_step"])
     if ran:
         rate = sum(s["tokens"] for s in ran) / sum(s["seconds"] for s in ran)
-        rec.timings["train.tokens_per_s"] = round(rate, 1)
-        print(f"train: {len(ran)} steps, loss {ran[0]['loss']:.4f} -> {ran[-1]['loss']:.4f}, {rate:,.0f} tokens/s")
+        rec.timings[f"train.{name}.tokens_per_s"] = round(rate, 1)
+        print(f"train: {name}: {len(ran)} steps, loss {ran[0]['loss']:.4f} -> {ran[-1]['loss']:.4f}, "
+              f"{rate:,.0f} tokens/s")

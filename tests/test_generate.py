@@ -208,7 +208,7 @@ def test_the_same_loop_with_a_fixed_sample_count_asks_every_row_k_times(spark, c
     for generated in (9, 0):  # teacher-a has 2 answers for m1, m2 and g1, 1 for if1 and c1; teacher-b 1 for m1
         with RunRecorder(spark, run_cfg, "generate") as rec:
             run_rounds(spark, run_cfg, rec, attempts, run_cfg.teachers, work, FixedSamples(rounds=2),
-                       verify_spec(spark, run_cfg), 2, 8)
+                       verify_spec(spark, run_cfg.verify), 2, 8)
         assert rec.counts.get("teacher-a.generated", 0) + rec.counts.get("teacher-b.generated", 0) == generated
     assert outcome(rows := ledger(spark, cfg)) == [
         ("c1", "teacher-a", 1, "ok", 1.0, True),

@@ -274,11 +274,29 @@ class ExportConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Supervised fine-tuning of the student on the curated `sft` rows. The defaults are the paper's recipe."""
+class StudentConfig:
+    """One student to train: a name (its folder <train.root>/<name>, and how `evaluate` finds it) and whose
+    kept rows it learns from (one teacher, as in the paper, or several: a mix)."""
 
-    student: str | None = None  # the student model to start from: a local folder (config, weights, tokenizer)
-    teachers: list[str] = field(default_factory=list)  # whose kept rows to train on; empty: every teacher (a mix)
+    name: str
+    teachers: list[str]
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError("name: must be a non-empty name without '/'")
+        if not self.teachers:
+            raise ValueError("teachers: name at least one teacher")
+
+
+@dataclass
+class TrainConfig:
+    """Supervised fine-tuning of the students on the curated `sft` rows. The defaults are the paper's recipe:
+    every student starts from the same base model and is trained the same way, on its own teachers' rows."""
+
+    student: str | None = None  # the base model students start from: a local folder (config, weights, tokenizer)
+    # The students, one per teacher in the paper. Empty: one student named `name` on `teachers`.
+    students: list[StudentConfig] = field(default_factory=list)
+    teachers: list[str] = field(default_factory=list)  # (no `students`) whose kept rows; empty: every teacher
     sft_version: int | None = None  # the `sft` version to read; None: the one the last successful curate left
     max_len: int = 32768  # tokens per packed row; a sample longer than this is left out and counted
     pack_rows_per_partition: int = 5000  # samples packed together (best-fit decreasing within a partition)
@@ -323,6 +341,92 @@ class TrainConfig:
             raise ValueError("warmup_ratio: must be in [0, 1)")
         if self.lr <= 0:
             raise ValueError("lr: must be > 0")
+        names = [st.name for st in self.students]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ValueError(f"students.{i}.name: {name!r} is used twice")
+
+
+@dataclass
+class EvalBenchmarkConfig:
+    """One benchmark set: its items (JSONL, Parquet or a `datasets` folder) and how often each is asked."""
+
+    name: str
+    path: str
+    kind: Literal["math", "code"]
+    samples: int = 1  # samples per item (the paper: AIME 64, LiveCodeBench 16, MATH500 4)
+    # auto: LiveCodeBench and HumanEval release rows are recognized by their fields, anything else is plain
+    format: Literal["auto", "plain", "humaneval", "livecodebench"] = "auto"
+    # plain rows: item field -> the row's field name (keys: id, prompt, answer, difficulty, date, tests)
+    fields: dict[str, str] = field(default_factory=dict)
+    date_from: str | None = None  # keep items dated in [date_from, date_to] (ISO dates, inclusive)
+    date_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError("name: must be a non-empty name without '/'")
+        if self.samples < 1:
+            raise ValueError("samples: must be >= 1")
+
+
+@dataclass
+class EvalStudentConfig:
+    """A model to evaluate: a student `train` made (`train: <its name>`), or any model given exactly as a
+    teacher is (engine, model, engine_args), a replay of samples included."""
+
+    name: str
+    train: str | None = None
+    engine: Literal["vllm", "openai", "transformers", "replay"] | None = None
+    model: str | None = None
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    sampling: SamplingConfig | None = None  # None: evaluate.sampling
+    teacher: str | None = None  # for a model not trained here: whose data it learned from (lineage in the report)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError("name: must be a non-empty name without '/'")
+        if (self.train is None) == (self.engine is None or self.model is None):
+            raise ValueError("train: give either `train` (a student train made) or both `engine` and `model`")
+
+
+def _eval_sampling() -> SamplingConfig:
+    return SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=49152)
+
+
+@dataclass
+class EvaluateConfig:
+    """Students answer benchmark items `samples` times each; every sample is verified by the pipeline's own
+    verifiers (math against the item's answer, code against all its tests) into `eval_samples`, and the
+    figures per student, benchmark and difficulty go to `eval_results`."""
+
+    benchmarks: list[EvalBenchmarkConfig] = field(default_factory=list)
+    students: list[EvalStudentConfig] = field(default_factory=list)
+    sampling: SamplingConfig = field(default_factory=_eval_sampling)  # the paper's: 0.6, 0.95, 49,152 tokens
+    # The engine that serves the students `train` made (their folder is the model).
+    engine: Literal["vllm", "transformers"] = "vllm"
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    # None: the pipeline's DEFAULT_SYSTEM_PROMPT, the one the students saw in every training conversation.
+    system_prompt: str | None = None
+    math_suffix: str = "Let's think step by step and output the final answer within \\boxed{}."
+    test_timeout_s: float = 6.0  # per code test (LiveCodeBench's default)
+    max_tests: int = 0  # code tests run per sample; 0: all of them (a sample is correct only if all pass)
+    # Counts the tokens of samples whose engine reports none (replay): a local tokenizer folder. None: the
+    # score job's (score.student_tokenizer, else score.perplexity.model); whitespace words when neither exists.
+    tokenizer: str | None = None
+    rounds: int = 3  # rounds of asking again for samples an engine failed to give
+    partitions: int = 0  # Spark partitions of a round; 0: the default parallelism
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for kind, items in (("benchmarks", self.benchmarks), ("students", self.students)):
+            names = [x.name for x in items]
+            for i, name in enumerate(names):
+                if names.index(name) != i:
+                    raise ValueError(f"{kind}.{i}.name: {name!r} is used twice")
+        if self.test_timeout_s <= 0:
+            raise ValueError("test_timeout_s: must be > 0")
+        if self.rounds < 1 or self.batch_size < 1:
+            raise ValueError("rounds: must be >= 1" if self.rounds < 1 else "batch_size: must be >= 1")
 
 
 @dataclass
@@ -367,6 +471,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     maintain: MaintainConfig = field(default_factory=MaintainConfig)
 
     def __post_init__(self) -> None:

@@ -151,6 +151,58 @@ TABLES = {
               "One row per optimizer step of each training run (train_key: training set + student + recipe).",
               checks={"step_positive": "step >= 1"}),
         Table(
+            "students",
+            ("student",),
+            "student string not null, teachers array<string> not null, sft_version long not null, "
+            "set_key string not null, train_key string not null, base_model string not null, "
+            "model_path string not null, samples long, run_id string not null, trained_at timestamp not null",
+            "One row per student `train` made: whose rows (teachers) from which `sft` version, its training set "
+            "and run keys, and where the trained model is. A retrained student's row is replaced.",
+        ),
+        Table(
+            "eval_items",
+            ("benchmark", "item_id"),
+            "benchmark string not null, item_id string not null, kind string not null, difficulty string, "
+            "item_date string, prompt string not null, answer string, tests int, item_hash string not null, "
+            "bad_reason string, samples int not null, run_id string not null",
+            "The benchmark items evaluate read, as it read them (replaced per benchmark on each run): bad_reason "
+            "says why an item is never asked (e.g. test data that is not what its format promises).",
+            checks={"samples_positive": "samples >= 1"},
+        ),
+        Table(
+            "eval_samples",
+            ("student", "benchmark", "item_id", "sample"),
+            "student string not null, benchmark string not null, item_id string not null, sample int not null, "
+            "kind string not null, difficulty string, item_hash string not null, gen_key string not null, "
+            "engine string not null, model string not null, seed bigint not null, system_prompt string, "
+            "response string not null, finish_reason string, tokens_in int, tokens_out int, gen_seconds double, "
+            "run_id string not null, generated_at timestamp not null, "
+            "score double, status string, verifier string, verifier_version string, verify_detail string, "
+            "verify_seconds double, verified_at timestamp, correct boolean",
+            "Every sample a student gave on a benchmark item (sample 1..k) and its verification. correct = status "
+            "ok and score 1 (a code sample passes all of its tests). gen_key: what made it (model, sampling, "
+            "system prompt); samples of another gen_key or item_hash are asked again.",
+            checks={"sample_positive": "sample >= 1",
+                    "status_known": "status IS NULL OR status IN "
+                                    "('ok', 'parse_error', 'timeout', 'infra_error', 'no_verifier')",
+                    **_unit("score"), **_non_negative("tokens_in", "tokens_out", "gen_seconds")},
+        ),
+        Table(
+            "eval_results",
+            ("student", "benchmark", "difficulty"),
+            "student string not null, benchmark string not null, difficulty string not null, "
+            "difficulty_order int, items long not null, bad_items long not null, samples_expected int not null, "
+            "samples_min int, samples_max int, complete boolean not null, pass_at_1 double, "
+            "pass_at_1_stderr double, pass_at_k map<int,double>, maj_at_k double, mean_tokens double, "
+            "median_tokens double, mean_tokens_correct double, mean_tokens_wrong double, stop_ratio double, "
+            "gen_key string, run_id string not null, evaluated_at timestamp not null",
+            "Per student, benchmark and difficulty ('all', and each level the benchmark has): pass@1 (the mean "
+            "over all samples) with its standard error across sample indices, unbiased pass@k, maj@k (math), "
+            "tokens per sample (mean, median, correct, wrong) and the share not cut by the token limit. "
+            "complete is false when an item lacks samples or could not be asked: such figures are not final.",
+            checks={**_unit("pass_at_1", "maj_at_k", "stop_ratio")},
+        ),
+        Table(
             "runs",
             ("run_id",),
             "run_id string not null, job string not null, status string not null, started_at timestamp not null, "
@@ -336,6 +388,23 @@ def merge_mirror(spark, cfg: Config, name: str, df, changed: str) -> dict:
     _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(table.keys))
                        .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll()
                        .whenNotMatchedBySourceDelete().execute())
+    return last_operation(target)
+
+
+def merge_upsert(spark, cfg: Config, name: str, df) -> dict:
+    """Insert new keys and rewrite matched rows whole with `df`'s values."""
+    target = ensure_table(spark, cfg, name)
+    df = _align(df, _schema(spark, TABLES[name].ddl))
+    _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(TABLES[name].keys))
+                       .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+    return last_operation(target)
+
+
+def merge_delete(spark, cfg: Config, name: str, keys) -> dict:
+    """Delete the rows whose key is in `keys` (a DataFrame of the key columns)."""
+    target = ensure_table(spark, cfg, name)
+    _retry_on_conflict(name, lambda: target.alias("t").merge(keys.alias("s"), _key_condition(TABLES[name].keys))
+                       .whenMatchedDelete().execute())
     return last_operation(target)
 
 
