@@ -133,6 +133,7 @@ def test_max_attempts_is_respected(spark, cfg, setup):
 @pytest.mark.parametrize("point", ["generate.staged", "generate.merged"])
 def test_a_crash_mid_round_then_a_rerun_loses_and_repeats_nothing(spark, cfg, setup, monkeypatch, point):
     import distill.faults
+    import distill.generation  # imported before the patch, so that undo() puts the real crash_point back
 
     class Killed(BaseException):  # not an Exception: nothing in the job may catch it, as with SIGKILL
         pass
@@ -145,7 +146,7 @@ def test_a_crash_mid_round_then_a_rerun_loses_and_repeats_nothing(spark, cfg, se
             raise Killed
 
     monkeypatch.setattr(distill.faults, "crash_point", crash)
-    monkeypatch.setattr("distill.generation.crash_point", crash)
+    monkeypatch.setattr(distill.generation, "crash_point", crash)
     with pytest.raises(Killed):
         run_cli("generate", *setup)
     before = ledger(spark, cfg)
