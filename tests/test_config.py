@@ -23,6 +23,14 @@ def test_shipped_configs_load():
     assert (local.curate.corpus_max_count, local.curate.repeat_max_count) == (20, 20)
     assert (local.train.launcher, local.train.num_proc, local.train.student) == ("horovod", 2,
                                                                                   local.score.perplexity.model)
+    assert [st.teachers for st in local.train.students] == [["teacher-a"], ["teacher-b"], ["teacher-c"]]
+    e = cluster.evaluate
+    assert [(b.name, b.samples) for b in e.benchmarks] == [("aime2024", 64), ("aime2025", 64), ("math500", 4),
+                                                          ("livecodebench", 16)]
+    assert (e.sampling.temperature, e.sampling.top_p, e.sampling.max_tokens) == (0.6, 0.95, 49152)
+    assert (e.benchmarks[3].date_from, e.benchmarks[3].date_to) == ("2024-10-01", "2025-02-28")
+    assert {s.train for s in e.students} == {s.name for s in cluster.train.students}
+    assert {s.name for s in local.evaluate.students} >= {"tiny-a", "replay-adaptive"}
     t = cluster.train
     assert (t.launcher, t.lr, t.global_batch, t.epochs, t.max_len, t.bf16) == ("torch_distributor", 8e-5, 64, 2,
                                                                                32768, True)
@@ -35,6 +43,17 @@ def test_train_keys_are_checked():
         load_config(None, ["train.launcher=deepspeed"])
     with pytest.raises(ConfigError, match=r"train\.warmup_ratio: must be in \[0, 1\)"):
         load_config(None, ["train.warmup_ratio=1.5"])
+
+
+def test_evaluate_keys_are_checked():
+    with pytest.raises(ConfigError, match=r"evaluate\.students\.0\.train: give either `train`"):
+        load_config(None, ["evaluate.students=[{name: s, engine: vllm}]"])
+    with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.0\.samples: must be >= 1"):
+        load_config(None, ["evaluate.benchmarks=[{name: b, path: p, kind: math, samples: 0}]"])
+    with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.0\.kind: must be one of math, code"):
+        load_config(None, ["evaluate.benchmarks=[{name: b, path: p, kind: chat}]"])
+    with pytest.raises(ConfigError, match=r"train\.students\.1\.name: 'a' is used twice"):
+        load_config(None, ["train.students=[{name: a, teachers: [t]}, {name: a, teachers: [u]}]"])
 
 
 def test_curate_and_score_keys_are_checked():
