@@ -17,6 +17,9 @@ decontam_matches, the embeddings' keys, the attempts ledger (response, verificat
 - test_a_killed_python_worker_is_retried_without_duplicate_attempts: `generate` where every generation
   task's first attempt kills its Python worker after answering (master local[2,2] lets Spark retry a task);
   the log shows the lost tasks, the job succeeds, and the ledger equals the baseline's.
+- test_a_killed_evaluate_reruns_to_the_uninterrupted_samples: `evaluate` SIGKILLed right after its round's
+  MERGE (before tokens are counted and figures written), then re-run: it generates nothing more, and
+  eval_samples and eval_results equal the uninterrupted run's.
 - test_two_generate_runs_at_once_leave_a_consistent_ledger: two `generate` runs started together on one
   warehouse. Delta's optimistic concurrency makes the later commit conflict; the writes retry on top of the
   other run's commit (or the job fails with exit 1 and says why). No duplicate attempts, both runs are in
@@ -234,6 +237,32 @@ def test_a_killed_python_worker_is_retried_without_duplicate_attempts(homes, sam
     assert lost and "Python worker exited unexpectedly" in j.stderr, j.stderr[-3000:]
     assert tables(spark, home, ("attempts",))["attempts"] == baseline["attempts"]
     assert generated(runs_of(spark, home, "generate")[-1]) == len(baseline["attempts"])
+
+
+def test_a_killed_evaluate_reruns_to_the_uninterrupted_samples(homes, sample_run, spark):
+    home = homes / "evaluate"
+    kept = [p.name for p in sample_run.warehouse.iterdir() if not p.name.startswith(("eval_", "_"))]
+    sample_run.copy(home, tuple(kept))  # everything up to train; the students' models are read where they are
+
+    def eval_rows(where: Path, table: str, columns: list[str]) -> list[tuple]:
+        df = read(spark, where, table).select(*columns)
+        return sorted(tuple(r) for r in df.collect())
+
+    samples = ["student", "benchmark", "item_id", "sample", "status", "score", "correct"]
+    j = Job("evaluate", home, kill_on=r"^distill: evaluate: generate done in")
+    assert j.wait() == -signal.SIGKILL and j.killed
+    stored = eval_rows(home, "eval_samples", samples)
+    assert stored and not exists(home, "eval_results")
+    run_ok("evaluate", home)
+    assert runs_of(spark, home, "evaluate")[-1].counts.get("verified", 0) == 0
+    assert sum(v for k, v in runs_of(spark, home, "evaluate")[-1].counts.items() if k.endswith(".generated")) == 0
+    assert eval_rows(home, "eval_samples", samples) == eval_rows(sample_run.home, "eval_samples", samples) == stored
+    replayed = [*samples, "response", "tokens_out"]  # the tiny students' text may differ with torch's threads
+    assert [r for r in eval_rows(home, "eval_samples", replayed) if r[0].startswith("replay-")] == [
+        r for r in eval_rows(sample_run.home, "eval_samples", replayed) if r[0].startswith("replay-")]
+    figures = ["student", "benchmark", "difficulty", "items", "complete", "pass_at_1", "pass_at_1_stderr"]
+    assert eval_rows(home, "eval_results", figures) == eval_rows(sample_run.home, "eval_results", figures)
+    assert_unique_keys(spark, home, "eval_samples")
 
 
 def test_two_generate_runs_at_once_leave_a_consistent_ledger(homes, sample_run, spark, baseline):
