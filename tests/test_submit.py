@@ -79,13 +79,30 @@ def test_sample_pipeline_fills_every_table(sample_run, spark, capsys):
         manifest = json.loads((out / "export" / teacher / "manifest.json").read_text())
         assert manifest["rows"] == kept and manifest["files"]["jsonl"] and manifest["files"]["parquet"]
 
-    # the short training run at the end: two Horovod workers, every step recorded
-    (first,) = [line.split(",") for line in sql_csv(
-        capsys, wh, "SELECT counts['train.samples'] + counts['train.too_long'], counts['train.steps'], "
-        "counts['train.steps_run'] FROM runs WHERE job = 'train'")[1:]]
-    assert first[0] == "47" and first[1] == first[2] != "0", first  # teacher-a's kept rows, packed or too long
-    (model,) = (out / "train" / "sft").glob("run-*/model")
-    assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
+    # one short training run per teacher: two Horovod workers, every step recorded, each student recorded
+    train = sql_csv(capsys, wh, "SELECT counts['train.tiny-a.samples'] + counts['train.tiny-a.too_long'], "
+                    "counts['train.tiny-b.samples'] + counts['train.tiny-b.too_long'], "
+                    "counts['train.tiny-c.samples'] + counts['train.tiny-c.too_long'], counts['train.steps'], "
+                    "counts['train.steps_run'] FROM runs WHERE job = 'train'")[1:]
+    (first,) = [line.split(",") for line in train]
+    assert first[:3] == ["47", "45", "45"] and first[3] == first[4] != "0", first  # each teacher's kept rows
+    assert sql_csv(capsys, wh, "SELECT student, concat_ws('+', teachers), sft_version FROM students "
+                   "ORDER BY 1") == ["student,concat_ws(+, teachers),sft_version", "tiny-a,teacher-a,4",
+                                     "tiny-b,teacher-b,4", "tiny-c,teacher-c,4"]
+    for student in ("tiny-a", "tiny-b", "tiny-c"):
+        (model,) = (out / "train" / student).glob("run-*/model")
+        assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
+
+    # every student on every benchmark: the replayed ones' figures are their bundled samples' (4 per math item,
+    # 2 per code item; the code window leaves c-04 out); the tiny students' text is noise
+    rows = sql_csv(capsys, wh, "SELECT student, benchmark, items, samples_min, complete, round(pass_at_1, 4) "
+                   "FROM eval_results WHERE difficulty = 'all' ORDER BY benchmark, student")
+    assert rows[1:] == [f"{s},sample-code,3,2,true,{p}" for s, p in (
+        ("replay-adaptive", "0.8333"), ("replay-flat", "0.5"), ("tiny-a", "0.0"), ("tiny-b", "0.0"),
+        ("tiny-c", "0.0"))] + [f"{s},sample-math,12,4,true,{p}" for s, p in (
+        ("replay-adaptive", "0.8958"), ("replay-flat", "0.6875"), ("tiny-a", "0.0"), ("tiny-b", "0.0"),
+        ("tiny-c", "0.0"))], rows
+    assert sql_csv(capsys, wh, "SELECT count(*) FROM eval_samples")[-1] == str(5 * (12 * 4 + 3 * 2))
 
     # the report, with the bundled students' outputs for adaptive length: student-a's answers grow with the
     # difficulty, student-b's stay flat (data/sample/README.md)
@@ -126,6 +143,10 @@ def test_a_rerun_of_the_sample_pipeline_does_nothing_twice(sample_run, spark, tm
         capsys, wh, "SELECT counts['train.samples'] + counts['train.too_long'], counts['train.steps'], "
         "counts['train.steps_run'] FROM runs WHERE job = 'train' ORDER BY started_at")[-2:]]
     assert second == [first[0], first[1], "0"], (first, second)
+    assert sql_csv(capsys, wh, "SELECT counts['verified'] FROM runs WHERE job = 'evaluate' "
+                   "ORDER BY started_at")[-2:] == ["0", "0"]  # verified with generation, never again
+    assert sql_csv(capsys, wh, "SELECT coalesce(counts['replay-flat.generated'], 0) FROM runs "
+                   "WHERE job = 'evaluate' ORDER BY started_at")[-2:] == ["54", "0"]
 
 
 @pytest.mark.slow
