@@ -1,6 +1,9 @@
 """report: the paper's teacher comparison for this warehouse, per teacher and category: token lengths (the
 paper's buckets, a histogram, diversity), perplexity, acceptance and attempts per accepted response, the
 verify-score distribution, reject reasons, and the cost per accepted response in tokens and engine seconds.
+Once `evaluate` has run, also the students: pass@1 and mean tokens per benchmark with each student's lineage
+(`report_students`, the paper's Tables 1 and 2), and their lengths per difficulty (adaptive length, beside
+those of any configured report.outputs).
 
 Writes the `report_*` tables (each replaced whole, so it is this run's snapshot) and
 <output_dir>/report/report.html with its PNG plots, and prints where the page is.
@@ -27,11 +30,16 @@ def add_arguments(parser) -> None:
 def run(spark, cfg, args, rec) -> None:
     from delta.tables import DeltaTable
 
+    def read(name):
+        return spark.read.format("delta").load(table_path(cfg, name))
+
+    def has(name):  # a table with rows: evaluate may have created eval_samples and stopped
+        return DeltaTable.isDeltaTable(spark, table_path(cfg, name)) and not read(name).isEmpty()
+
     for name in ("attempts", "sft"):
         if not DeltaTable.isDeltaTable(spark, table_path(cfg, name)):
             raise SystemExit(f"report: no `{name}` table yet; run generate and score first")
-    attempts = spark.read.format("delta").load(table_path(cfg, "attempts"))
-    sft = spark.read.format("delta").load(table_path(cfg, "sft"))
+    attempts, sft = read("attempts"), read("sft")
     hist = st.length_histogram(sft).cache()
     frames = {
         "costs": st.costs(attempts),
@@ -40,11 +48,25 @@ def run(spark, cfg, args, rec) -> None:
         "verify": st.verify_histogram(attempts),
         "rejects": st.rejects(sft),
     }
+    results = read("eval_results") if has("eval_results") else None
+    if results is not None:
+        trained = read("students") if has("students") else spark.createDataFrame([], st.STUDENT_LINEAGE)
+        configured = spark.createDataFrame([(s.name, s.train, s.teacher) for s in cfg.evaluate.students],
+                                           "student string, train string, teacher string")
+        frames["students"] = st.student_results(results, trained, configured)
+    lengths = []
+    if has("eval_samples"):
+        levels = results if results is not None else spark.createDataFrame(
+            [], "benchmark string, difficulty string, difficulty_order int")
+        lengths.append(st.eval_lengths(read("eval_samples"), levels))
     outputs = _outputs(spark, cfg)
     if outputs is not None:
-        frames["adaptive"] = st.adaptive_lengths(outputs)
+        lengths.append(st.output_lengths(outputs))
+    if lengths:
+        frames["adaptive"] = st.adaptive_lengths(*lengths)
     tables = {"adaptive": "report_adaptive", "costs": "report_costs", "lengths": "report_lengths",
-              "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects"}
+              "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects",
+              "students": "report_students"}
     local = {}
     with rec.step("tables"):
         for key, df in frames.items():
@@ -56,9 +78,14 @@ def run(spark, cfg, args, rec) -> None:
     if cfg.score.perplexity.build_tiny_from:
         notes.append("Perplexities come from a tiny model trained on the bundled sample (the embedded default): "
                      "they show the mechanics only and say nothing about quality.")
+        if "students" in frames:
+            notes.append("The students' figures on the embedded default show the mechanics only: the trained "
+                         "students are tiny models trained for seconds, and the replay students answer with "
+                         "made-up samples. They say nothing about the teachers.")
     with rec.step("render"):
         paths = render(local, resolve_path(cfg.output_dir) + "/report", notes)
-    print(f"report: {paths['html']} ({len(paths['png'])} plots); tables: {', '.join(tables.values())}")
+    print(f"report: {paths['html']} ({len(paths['png'])} plots); tables: "
+          f"{', '.join(tables[k] for k in frames)}")
 
 
 def _outputs(spark, cfg):

@@ -100,7 +100,7 @@ COMPARED = {
             "structure_reason", "ngram_max_repeat", "ngram_corpus_max", "ppl", "ppl_tokens"],
     "report_costs": None, "report_lengths": None, "report_length_hist": None, "report_verify": None,
     "report_rejects": None, "report_adaptive": None,
-    "students": None, "eval_items": None,
+    "students": None, "eval_items": None, "report_students": None,
     "eval_samples": ["student", "benchmark", "item_id", "sample", "gen_key", "response", "finish_reason",
                      "tokens_out", "status", "score", "correct"],
     "eval_results": None,
@@ -110,7 +110,7 @@ COMPARED = {
 # The tiny students sample with torch on CPU, whose float sums depend on the threads a task gets: their text
 # may differ between the two runs. The replayed students' samples may not.
 WHERE = {"eval_samples": "student LIKE 'replay-%'", "eval_results": "student LIKE 'replay-%'",
-         "report_adaptive": "model LIKE 'replay-%'"}
+         "report_students": "student LIKE 'replay-%'", "report_adaptive": "model LIKE 'replay-%'"}
 
 
 def table_rows(spark, warehouse: Path, table: str, columns) -> list[tuple]:

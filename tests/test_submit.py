@@ -104,14 +104,20 @@ def test_sample_pipeline_fills_every_table(sample_run, spark, capsys):
         ("tiny-c", "0.0"))], rows
     assert sql_csv(capsys, wh, "SELECT count(*) FROM eval_samples")[-1] == str(5 * (12 * 4 + 3 * 2))
 
-    # the report, with the bundled students' outputs for adaptive length: student-a's answers grow with the
-    # difficulty, student-b's stay flat (data/sample/README.md)
+    # the report, last: the students' Table 1 and 2 with their lineage, and adaptive length from eval_samples:
+    # replay-adaptive's math answers grow with the difficulty, replay-flat's stay flat (data/sample/README.md)
     page = (out / "report" / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 8
+    assert page.count('src="data:image/png;base64,') == 8 and "Students" in page
+    assert sql_csv(capsys, wh, "SELECT student, benchmark, round(pass_at_1, 4), concat_ws('+', teachers), "
+                   "sft_version FROM report_students WHERE student IN ('replay-flat', 'tiny-b') "
+                   "ORDER BY 1, 2")[1:] == ["replay-flat,sample-code,0.5,teacher-b,", "replay-flat,sample-math,0.6875,"
+                                            "teacher-b,", "tiny-b,sample-code,0.0,teacher-b,4",
+                                            "tiny-b,sample-math,0.0,teacher-b,4"]
     rows = [line.split(",") for line in sql_csv(capsys, wh, "SELECT model, task, responses, mean_tokens FROM "
-                                                "report_adaptive ORDER BY model, task_order")[-6:]]
-    assert [(m, t, n) for m, t, n, _ in rows] == [(m, t, "4") for m in ("student-a", "student-b")
-                                                   for t in ("easy", "medium", "hard")]
+                                                "report_adaptive WHERE model LIKE 'replay-%' AND task LIKE "
+                                                "'sample-math%' ORDER BY model, task_order")[1:]]
+    assert [(m, t, n) for m, t, n, _ in rows] == [(m, f"sample-math:{t}", "16") for m in ("replay-adaptive",
+                                                  "replay-flat") for t in ("easy", "medium", "hard")]
     a, b = [float(r[3]) for r in rows[:3]], [float(r[3]) for r in rows[3:]]
     assert a[0] < a[1] < a[2] and a[2] > 3 * a[0] and max(b) < 1.5 * min(b), rows
 

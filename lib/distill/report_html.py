@@ -1,6 +1,6 @@
 """Draw the teacher comparison: PNG plots (matplotlib, no display needed) and one self-contained HTML page
-that embeds them, from the small pandas frames of distill.stages.report. Plain Python: the report job and
-the notebook both call it.
+that embeds them, from the small pandas frames of distill.stages.report, with the students' Tables 1 and 2
+when the frames have them. Plain Python: the report job and the notebook both call it.
 
     paths = render(frames, out_dir, notes=["..."])   # {"html": ..., "png": [...]}
 """
@@ -70,6 +70,8 @@ def _bars(table: pd.DataFrame, title: str, ylabel: str, rot: int, path: Path) ->
         ax.text(0.5, 0.5, "no data", ha="center", va="center")
     else:
         table.plot.bar(ax=ax, rot=rot)
+        if table.shape[1] > 3:  # many models (students): a legend inside would cover bars
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
@@ -94,7 +96,8 @@ def plot_adaptive(adaptive: pd.DataFrame, path: Path) -> None:
     """Mean response length per task (benchmark or difficulty), one bar per model."""
     table = adaptive.pivot_table(index="task", columns="model", values="mean_tokens")
     table = table.loc[adaptive.drop_duplicates("task").sort_values("task_order")["task"]]
-    _bars(table, "Adaptive length: mean tokens per task", "mean response tokens", 0, path)
+    rot = 30 if max((len(t) for t in table.index), default=0) > 10 else 0  # "<benchmark>:<level>" labels overlap
+    _bars(table, "Adaptive length: mean tokens per task", "mean response tokens", rot, path)
 
 
 PLOTS = (
@@ -115,6 +118,77 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda x: f"{x:,.3f}", na_rep="–", border=0)
 
 
+INCOMPLETE = "incomplete"
+LINEAGE = ("teachers", "sft version", "train key")
+
+
+def _lineage(row) -> tuple[str, str, str]:
+    teachers = row["teachers"]
+    teachers = ", ".join(teachers) if teachers is not None and len(teachers) else "–"
+    version = "–" if pd.isna(row["sft_version"]) else str(int(row["sft_version"]))
+    key = "–" if pd.isna(row["train_key"]) else str(row["train_key"])[:8]  # enough to find it in `students`
+    return teachers, version, key
+
+
+def _pass_at_1(row) -> str:
+    if pd.isna(row["pass_at_1"]):
+        return "–"
+    text = f"{100 * row['pass_at_1']:.1f}"
+    return text if pd.isna(row["pass_at_1_stderr"]) else f"{text} ± {100 * row['pass_at_1_stderr']:.1f}"
+
+
+def _tokens(row) -> str:
+    return "–" if pd.isna(row["mean_tokens"]) else f"{row['mean_tokens']:,.0f}"
+
+
+def _mark(text: str, complete) -> str:
+    if complete:
+        return text
+    return INCOMPLETE if text == "–" else f"{INCOMPLETE} ({text})"
+
+
+def student_grids(students: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """report_students rows -> (Table 1, Table 2): student x benchmark grids of text, pass@1 in % ± its standard
+    error and mean tokens, each row first naming the student's teachers, sft version and train key (short). The
+    figure of an incomplete result is never a plain number: it reads "incomplete (...)"; "–": no figure."""
+    lineage = {r["student"]: _lineage(r) for _, r in students.drop_duplicates("student").iterrows()}
+    benchmarks = sorted(students["benchmark"].unique())
+    grids = []
+    for cell in (_pass_at_1, _tokens):
+        values = {(r["student"], r["benchmark"]): _mark(cell(r), r["complete"]) for _, r in students.iterrows()}
+        rows = [[*lineage[s], *(values.get((s, b), "–") for b in benchmarks)] for s in sorted(lineage)]
+        grids.append(pd.DataFrame(rows, columns=[*LINEAGE, *benchmarks],
+                                  index=pd.Index(sorted(lineage), name="student")))
+    return grids[0], grids[1]
+
+
+def _grid_html(grid: pd.DataFrame) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(c))}</th>" for c in [grid.index.name, *grid.columns])
+    rows = []
+    for student, values in grid.iterrows():
+        cells = "".join(f'<td class="{INCOMPLETE}">{esc(v)}</td>' if v.startswith(INCOMPLETE) else f"<td>{esc(v)}</td>"
+                        for v in values)
+        rows.append(f"<tr><th>{esc(str(student))}</th>{cells}</tr>")
+    return f'<table class="students"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def students_section(students: pd.DataFrame) -> list[str]:
+    """The page's Students section: the paper's Table 1 (pass@1) and Table 2 (mean tokens)."""
+    if students.empty:
+        return ["<h2>Students</h2>", "<p>No evaluation results yet.</p>"]
+    table1, table2 = student_grids(students)
+    return [
+        "<h2>Students</h2>",
+        "<p>Per student and benchmark (all difficulties) from <code>eval_results</code>, with the teachers whose "
+        "rows the student learned from, the <code>sft</code> version and the train key (<code>students</code>). "
+        f'<span class="{INCOMPLETE}">{INCOMPLETE}</span>: not every item has its samples, or some item could not '
+        "be asked: the figure is not the benchmark's result.</p>",
+        "<h3>Table 1: pass@1 (%, ± standard error)</h3>", _grid_html(table1),
+        "<h3>Table 2: mean response tokens</h3>", _grid_html(table2),
+    ]
+
+
 def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str] = ()) -> dict:
     """Write the PNGs and report.html (images embedded as data URIs, so the page stands alone) to out_dir."""
     out = Path(out_dir)
@@ -131,14 +205,17 @@ def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str
         sections.append(f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(title)}" '
                         f'src="data:image/png;base64,{data}">')
     summary = frames["costs"].merge(frames["lengths"], on=["teacher", "category"], how="outer")
+    students = frames.get("students")
     page = "\n".join([
         "<!doctype html>", '<html><head><meta charset="utf-8"><title>distill: teacher comparison</title>',
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;text-align:right}"
-        "tr:nth-child(even){background:#f3f3f3}.note{background:#fff4d6;padding:8px}</style></head><body>",
+        "tr:nth-child(even){background:#f3f3f3}.note{background:#fff4d6;padding:8px}"
+        ".incomplete{color:#a00;font-style:italic}</style></head><body>",
         "<h1>Teacher comparison</h1>",
         *[f'<p class="note">{html.escape(n)}</p>' for n in notes],
         "<h2>Summary per teacher and category</h2>", _table(summary),
+        *(students_section(students) if students is not None else []),
         *sections, "</body></html>",
     ])
     page_path = out / "report.html"

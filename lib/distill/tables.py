@@ -143,7 +143,19 @@ TABLES = {
         Table("report_adaptive", ("model", "task"),
               "model string not null, task string not null, task_order int, responses long, mean_tokens double, "
               "median_tokens double, run_id string not null",
-              "Adaptive length: response lengths per benchmark or difficulty for the outputs in report.outputs."),
+              "Adaptive length: response lengths per task (model: a student of eval_samples, task "
+              "'<benchmark>:<level>' or the benchmark; or an output of report.outputs), tasks in task_order."),
+        Table("report_students", ("student", "benchmark"),
+              "student string not null, benchmark string not null, pass_at_1 double, pass_at_1_stderr double, "
+              "mean_tokens double, complete boolean, teachers array<string>, sft_version long, train_key string, "
+              "run_id string not null",
+              "The paper's Tables 1 and 2 in long form: eval_results' difficulty 'all' figures per student and "
+              "benchmark (not final where complete is false), with the lineage: teachers, sft_version and "
+              "train_key from `students` (a replayed or external student: the config's teacher, no keys). From a "
+              "score back to its data is one join: eval_results r JOIN students s ON r.student = s.student (a student "
+              "evaluated under its train name) gives s.sft_version and s.set_key, the `sft` version and rows it "
+              "learned from.",
+              checks=_unit("pass_at_1")),
         Table("train_metrics", ("train_key", "step"),
               "train_key string not null, step int not null, epoch int, loss double, lr double, grad_norm double, "
               "tokens long, target_tokens long, seconds double, tokens_per_s double, world int, launcher string, "

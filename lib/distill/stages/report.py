@@ -1,5 +1,7 @@
 """Report stages: the paper's teacher comparison as DataFrames, per teacher and category, from `attempts`
-and `sft`. DataFrame -> DataFrame; the report job writes them as `report_*` tables and draws them.
+and `sft`, and its student figures (pass@1 and mean tokens per benchmark, lengths per difficulty) from
+`eval_results` and `eval_samples`. DataFrame -> DataFrame; the report job writes them as `report_*` tables and
+draws them.
 
 Lengths are `sft.n_tokens` (the student's tokenizer), falling back to the teacher's own `tokens_out`. The
 paper's buckets are under 1,024, 1,024-10,240 and over 10,240 tokens. Diversity of lengths is the normalized
@@ -120,16 +122,81 @@ def count_tokens(rows: DataFrame, tokenizer: str | None) -> DataFrame:
     return rows.mapInPandas(run, StructType([*rows.schema.fields, StructField("n_tokens", LongType())]))
 
 
-def adaptive_lengths(outputs: DataFrame) -> DataFrame:
-    """model, task, seq, n_tokens rows -> model, task, task_order, responses, mean_tokens, median_tokens:
-    lengths per benchmark or difficulty (task), to see whether a model writes longer answers to harder tasks.
-    task_order ranks tasks by their first row (seq) in any model's outputs: easy, medium, hard stay in the
-    order the files give, not the alphabet's."""
+def output_lengths(outputs: DataFrame) -> DataFrame:
+    """model, task, seq, n_tokens rows of report.outputs -> model, task, task_order, n_tokens. task_order ranks
+    tasks by their first row (seq) in any model's outputs: easy, medium, hard stay in the order the files give,
+    not the alphabet's."""
     # a handful of tasks: ranked on the driver (a window without partitions would pull all rows to one task)
     first = sorted(outputs.groupBy("task").agg(F.min("seq").alias("s")).collect(), key=lambda r: r["s"])
     order = outputs.sparkSession.createDataFrame([(r["task"], i) for i, r in enumerate(first, start=1)],
                                                  "task string, task_order int")
-    return outputs.groupBy("model", "task").agg(
+    return outputs.join(F.broadcast(order), "task").select("model", "task", "task_order", "n_tokens")
+
+
+def eval_task(benchmark: Column, difficulty: Column) -> Column:
+    """A sample's task: "<benchmark>:<level>" where the item has a difficulty level, else the benchmark."""
+    return F.when(difficulty.isNull() | (difficulty == ALL), benchmark).otherwise(
+        F.concat_ws(":", benchmark, difficulty))
+
+
+def eval_lengths(samples: DataFrame, results: DataFrame) -> DataFrame:
+    """eval_samples, eval_results -> model (the student), task, task_order, n_tokens (tokens_out): one row per
+    sample with a token count. Tasks are ordered by benchmark name, then by the levels' order in the benchmark's
+    file (eval_results.difficulty_order; a benchmark's unlevelled items, its `all` row, come first). A task
+    without a results row (evaluate stopped before its figures) comes last."""
+    levels = results.groupBy("benchmark", "difficulty").agg(F.min("difficulty_order").alias("o")).collect()
+    ranked = sorted(levels, key=lambda r: (r["benchmark"], r["o"] if r["o"] is not None else 1 << 30))
+    tasks = [(r["benchmark"] if r["difficulty"] == ALL else f"{r['benchmark']}:{r['difficulty']}", i)
+             for i, r in enumerate(ranked, start=1)]
+    order = samples.sparkSession.createDataFrame(tasks, "task string, task_order int")
+    rows = samples.where(F.col("tokens_out").isNotNull()).select(
+        F.col("student").alias("model"), eval_task(F.col("benchmark"), F.col("difficulty")).alias("task"),
+        F.col("tokens_out").cast("long").alias("n_tokens"))
+    return rows.join(F.broadcast(order), "task", "left").select(
+        "model", "task", F.coalesce(F.col("task_order"), F.lit(len(tasks) + 1)).alias("task_order"), "n_tokens")
+
+
+def adaptive_lengths(*parts: DataFrame) -> DataFrame:
+    """model, task, task_order, n_tokens rows (eval_lengths, output_lengths) -> model, task, task_order,
+    responses, mean_tokens, median_tokens: lengths per benchmark or difficulty (task), to see whether a model
+    writes longer answers to harder tasks. task_order is renumbered 1, 2, ... over all parts: the first part's
+    tasks in their order, then the next part's (a task already ranked keeps its first place)."""
+    ranks: dict[str, int] = {}
+    for part in parts:  # a handful of tasks per part: ranked on the driver
+        for r in sorted(part.groupBy("task").agg(F.min("task_order").alias("o")).collect(),
+                        key=lambda r: (r["o"], r["task"])):
+            ranks.setdefault(r["task"], len(ranks) + 1)
+    rows = parts[0].select("model", "task", "n_tokens")
+    for part in parts[1:]:
+        rows = rows.unionByName(part.select("model", "task", "n_tokens"))
+    order = rows.sparkSession.createDataFrame(list(ranks.items()), "task string, task_order int")
+    return rows.groupBy("model", "task").agg(
         F.count("*").alias("responses"), F.avg("n_tokens").alias("mean_tokens"),
-        F.percentile("n_tokens", 0.5).alias("median_tokens")).join(order, "task").select(
+        F.percentile("n_tokens", 0.5).alias("median_tokens")).join(F.broadcast(order), "task").select(
         "model", "task", "task_order", "responses", "mean_tokens", "median_tokens")
+
+
+STUDENT_LINEAGE = "student string, teachers array<string>, sft_version long, train_key string"
+
+
+def student_results(results: DataFrame, trained: DataFrame, configured: DataFrame) -> DataFrame:
+    """The paper's Table 1 (pass@1) and Table 2 (mean tokens) in long form, with each student's lineage.
+
+    results: eval_results rows; trained: the `students` table (student, teachers, sft_version, train_key;
+    STUDENT_LINEAGE when it does not exist); configured: evaluate.students as student, train, teacher.
+    -> student, benchmark, pass_at_1, pass_at_1_stderr, mean_tokens, complete, teachers, sft_version, train_key
+    from each benchmark's difficulty-`all` row. A configured student evaluated as `train: <name>` takes that
+    trained student's lineage; one configured as a model (replay, external) takes no row of `students` (its
+    name may be a trained student's) but the config's `teacher`, if any, as its teachers; a student no longer
+    configured is looked up in `students` by its name."""
+    figures = results.where(F.col("difficulty") == ALL).select(
+        "student", "benchmark", "pass_at_1", "pass_at_1_stderr", "mean_tokens", "complete")
+    config = configured.select("student", "train", "teacher", F.lit(True).alias("configured"))
+    lineage = trained.select(F.col("student").alias("trained_as"), "teachers", "sft_version", "train_key")
+    rows = figures.join(F.broadcast(config), "student", "left").withColumn(
+        "trained_as", F.when(F.col("configured").isNull(), F.col("student")).otherwise(F.col("train")))
+    rows = rows.join(F.broadcast(lineage), "trained_as", "left")
+    teachers = F.coalesce(F.col("teachers"), F.when(F.col("teacher").isNotNull(), F.array(F.col("teacher"))),
+                          F.array().cast("array<string>"))
+    return rows.select("student", "benchmark", "pass_at_1", "pass_at_1_stderr", "mean_tokens", "complete",
+                       teachers.alias("teachers"), "sft_version", "train_key")
