@@ -248,18 +248,23 @@ def test_a_killed_evaluate_reruns_to_the_uninterrupted_samples(homes, sample_run
         df = read(spark, where, table).select(*columns)
         return sorted(tuple(r) for r in df.collect())
 
-    samples = ["student", "benchmark", "item_id", "sample", "status", "score", "correct"]
+    keys = ["student", "benchmark", "item_id", "sample"]
+    verdicts = [*keys, "status", "score", "correct", "response", "tokens_out"]
     j = Job("evaluate", home, kill_on=r"^distill: evaluate: generate done in")
     assert j.wait() == -signal.SIGKILL and j.killed
-    stored = eval_rows(home, "eval_samples", samples)
+    stored = eval_rows(home, "eval_samples", verdicts)
     assert stored and not exists(home, "eval_results")
     run_ok("evaluate", home)
-    assert runs_of(spark, home, "evaluate")[-1].counts.get("verified", 0) == 0
-    assert sum(v for k, v in runs_of(spark, home, "evaluate")[-1].counts.items() if k.endswith(".generated")) == 0
-    assert eval_rows(home, "eval_samples", samples) == eval_rows(sample_run.home, "eval_samples", samples) == stored
-    replayed = [*samples, "response", "tokens_out"]  # the tiny students' text may differ with torch's threads
-    assert [r for r in eval_rows(home, "eval_samples", replayed) if r[0].startswith("replay-")] == [
-        r for r in eval_rows(sample_run.home, "eval_samples", replayed) if r[0].startswith("replay-")]
+    last = runs_of(spark, home, "evaluate")[-1]
+    assert last.counts.get("verified", 0) == 0
+    assert sum(v for k, v in last.counts.items() if k.endswith(".generated")) == 0
+    after = eval_rows(home, "eval_samples", verdicts)
+    assert [r[:4] for r in after] == eval_rows(sample_run.home, "eval_samples", keys)  # every sample, once
+    assert [r[:8] for r in after] == [r[:8] for r in stored]  # nothing stored was generated or verified again
+    # The replayed students' samples equal the uninterrupted run's. The tiny students' text does not: the
+    # transformers engine samples a batch at a time, and this run's Spark settings batch the requests otherwise.
+    assert [r for r in after if r[0].startswith("replay-")] == [
+        r for r in eval_rows(sample_run.home, "eval_samples", verdicts) if r[0].startswith("replay-")]
     figures = ["student", "benchmark", "difficulty", "items", "complete", "pass_at_1", "pass_at_1_stderr"]
     assert eval_rows(home, "eval_results", figures) == eval_rows(sample_run.home, "eval_results", figures)
     assert_unique_keys(spark, home, "eval_samples")
