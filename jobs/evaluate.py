@@ -27,7 +27,16 @@ from distill.eval_items import EvalItemsError, read_eval_items
 from distill.generation import FixedSamples, run_rounds, verify_spec
 from distill.ids import canonical_json, model_identity, stable_id
 from distill.stages import evaluate as st
-from distill.tables import TABLES, ensure_table, merge_delete, merge_replace, merge_update, merge_upsert, table_path
+from distill.tables import (
+    TABLES,
+    ensure_table,
+    merge_delete,
+    merge_replace,
+    merge_update,
+    merge_upsert,
+    rows_by_key,
+    table_path,
+)
 from pyspark.sql import functions as F
 
 HELP = "evaluate the students on benchmark sets: k samples per item, verified (`eval_samples`, `eval_results`)"
@@ -46,6 +55,8 @@ def run(spark, cfg, args, rec) -> None:
     students = _students(spark, cfg, args.student)
     with rec.step("items"):
         items = _items(spark, cfg, rec)
+        item_df = spark.createDataFrame([{k: r[k] for k in st.ITEM_ROW_COLUMNS} for r in items], st.ITEM_ROW)
+        _write_items(spark, cfg, rec, item_df)
     ledger = st.ledger(spark.createDataFrame(st.item_keys(items), st.KEYS),
                        spark.createDataFrame([(s["student"], s["gen_key"]) for s in students],
                                              "teacher string, gen_key string"))
@@ -58,7 +69,7 @@ def run(spark, cfg, args, rec) -> None:
     with rec.step("tokens"):
         _count_missing_tokens(spark, cfg, rec)
     with rec.step("results"):
-        _results(spark, cfg, rec, items, students)
+        _results(spark, cfg, rec, item_df, students)
 
 
 # --- what is evaluated ------------------------------------------------------------------------------------
@@ -70,7 +81,7 @@ def _students(spark, cfg, only) -> list[dict]:
     if unknown:
         raise SystemExit(f"evaluate: unknown student {unknown[0]!r} (configured: "
                          f"{', '.join(s.name for s in e.students)})")
-    trained = _trained(spark, cfg)
+    trained = rows_by_key(spark, cfg, "students")
     out = []
     for i, s in enumerate(e.students):
         if only is not None and s.name not in only:
@@ -103,16 +114,8 @@ def _students(spark, cfg, only) -> list[dict]:
     return out
 
 
-def _trained(spark, cfg) -> dict:
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "students")):
-        return {}
-    return {r["student"]: r.asDict() for r in spark.read.format("delta").load(table_path(cfg, "students")).collect()}
-
-
 def _items(spark, cfg, rec) -> list[dict]:
-    """Every configured benchmark's items, written to `eval_items` (each benchmark's rows replaced)."""
+    """Every configured benchmark's items (bad ones with their reason), in file order."""
     e = cfg.evaluate
     rows = []
     for i, b in enumerate(e.benchmarks):
@@ -129,11 +132,14 @@ def _items(spark, cfg, rec) -> list[dict]:
             print(f"evaluate: {b.name}: {len(bad)} of {len(mine)} items cannot be asked; first: "
                   f"{bad[0]['item_id']}: {bad[0]['bad_reason']}", file=sys.stderr)
         rows += mine
-    df = spark.createDataFrame([{k: r[k] for k in st.ITEM_ROW_COLUMNS} for r in rows], st.ITEM_ROW)
-    names = spark.createDataFrame([(b.name,) for b in e.benchmarks], "benchmark string")
-    df = df.drop("position").withColumn("run_id", F.lit(rec.run_id))
-    rec.wrote("eval_items", merge_replace(spark, cfg, "eval_items", df, "benchmark", names)["version"])
     return rows
+
+
+def _write_items(spark, cfg, rec, item_df) -> None:
+    """The items into `eval_items`, each configured benchmark's rows replaced."""
+    names = spark.createDataFrame([(b.name,) for b in cfg.evaluate.benchmarks], "benchmark string")
+    df = item_df.drop("position").withColumn("run_id", F.lit(rec.run_id))
+    rec.wrote("eval_items", merge_replace(spark, cfg, "eval_items", df, "benchmark", names)["version"])
 
 
 def _verify(cfg):
@@ -188,8 +194,7 @@ def _count_missing_tokens(spark, cfg, rec) -> None:
     rec.wrote("eval_samples", merge_update(spark, cfg, "eval_samples", counted, ["tokens_out"])["version"])
 
 
-def _results(spark, cfg, rec, items: list[dict], students: list[dict]) -> None:
-    item_df = spark.createDataFrame([{k: r[k] for k in st.ITEM_ROW_COLUMNS} for r in items], st.ITEM_ROW)
+def _results(spark, cfg, rec, item_df, students: list[dict]) -> None:
     who = spark.createDataFrame([(s["student"], s["gen_key"]) for s in students], "student string, gen_key string")
     samples = spark.read.format("delta").load(table_path(cfg, "eval_samples"))
     figures = st.results(item_df, who, samples).withColumn("run_id", F.lit(rec.run_id)).withColumn(

@@ -30,7 +30,7 @@ from pathlib import Path
 from distill.ids import canonical_json, model_fingerprint, stable_id
 from distill.spark import resolve_path
 from distill.stages import train as st
-from distill.tables import ensure_table, merge_new, merge_upsert, table_path
+from distill.tables import ensure_table, merge_new, merge_upsert, rows_by_key, table_path
 from pyspark.sql import functions as F
 
 from jobs.export import curated_version
@@ -64,7 +64,7 @@ def run(spark, cfg, args, rec) -> None:
     sft = spark.read.format("delta").option("versionAsOf", version).load(table_path(cfg, "sft"))
     students = [(st_.name, st_.teachers) for st_ in t.students] or [
         (t.name, t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect()))]
-    recorded = _recorded_students(spark, cfg)
+    recorded = {n: (r["train_key"], r["model_path"]) for n, r in rows_by_key(spark, cfg, "students").items()}
     trained = []
     for name, teachers in students:
         student = _train_student(spark, cfg, rec, sft, version, Path(root), name, teachers)
@@ -78,16 +78,6 @@ def run(spark, cfg, args, rec) -> None:
 
 STUDENT_ROW = ("student string, teachers array<string>, sft_version long, set_key string, train_key string, "
                "base_model string, model_path string, samples long")
-
-
-def _recorded_students(spark, cfg) -> dict:
-    """student -> (train_key, model_path) as the `students` table has them."""
-    from delta.tables import DeltaTable
-
-    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "students")):
-        return {}
-    rows = spark.read.format("delta").load(table_path(cfg, "students")).collect()
-    return {r["student"]: (r["train_key"], r["model_path"]) for r in rows}
 
 
 def _train_student(spark, cfg, rec, sft, version: int, root: Path, name: str, teachers: list[str]) -> dict:

@@ -289,6 +289,17 @@ def _register(spark, name: str, path: str) -> None:
     _registered[key] = path
 
 
+def rows_by_key(spark, cfg: Config, name: str) -> dict:
+    """A small single-key table (e.g. `students`) as {key: row as a dict}; {} when it does not exist yet."""
+    from delta.tables import DeltaTable
+
+    path = table_path(cfg, name)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return {}
+    (key,) = TABLES[name].keys
+    return {r[key]: r.asDict() for r in spark.read.format("delta").load(path).collect()}
+
+
 def register_tables(spark, cfg: Config) -> list[str]:
     """Make every existing table of the warehouse queryable by its name; return the names."""
     from delta.tables import DeltaTable
