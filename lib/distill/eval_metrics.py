@@ -108,6 +108,9 @@ def summarize(items: dict[str, list[Sample]], expected_samples: int) -> dict:
         raise ValueError(f"expected_samples must be >= 1, got {expected_samples}")
     if not items:
         raise ValueError("summarize needs at least one item")
+    # Items by id and samples by index (stable for duplicates): float sums then add in one order whatever
+    # order the rows arrived in, so a local and a cluster run give the very same figures.
+    items = {item: sorted(items[item], key=lambda s: s[0]) for item in sorted(items)}
     all_samples = [sample for samples in items.values() for sample in samples]
     if not all_samples:
         raise ValueError("summarize needs at least one sample")
@@ -124,12 +127,8 @@ def summarize(items: dict[str, list[Sample]], expected_samples: int) -> dict:
 
     maj_at_k = None
     if any(s[4] is not None for s in all_samples):
-        # Sorted by sample index (stable for duplicates) so that ties break the same way whatever the
-        # order the rows arrived in.
-        majorities = [
-            majority_correct([(s[4], s[1]) for s in sorted(samples, key=lambda s: s[0])])
-            for samples in items.values()
-        ]
+        # samples are in index order (above), so ties break the same way whatever order the rows arrived in
+        majorities = [majority_correct([(s[4], s[1]) for s in samples]) for samples in items.values()]
         maj_at_k = sum(majorities) / len(majorities)
 
     tokens = [s[2] for s in all_samples]
