@@ -376,24 +376,54 @@ def test_missing_program_is_an_infra_error():
     assert res.error and "no-such-program-xyz" in res.error
 
 
-def test_unshare_failure_is_an_error_not_an_unsandboxed_run(monkeypatch):
+def test_a_launcher_that_cannot_start_is_an_error_not_an_unsandboxed_run(monkeypatch):
     import distill.verifiers.sandbox as sandbox
 
-    monkeypatch.setattr(sandbox, "_unshare", lambda: "/bin/false")
+    monkeypatch.setattr(sandbox, "_zygote", None)
+    monkeypatch.setattr(sandbox, "_ZYGOTE", "import os; os._exit(3)")
     res = sandbox.run_sandboxed([sys.executable, "-I", "-S", "-c", "print('ran')"])
-    assert res.error and res.stdout == "" and res.returncode is None
+    assert res.error.startswith("the sandbox launcher failed") and res.stdout == "" and res.returncode is None
+    monkeypatch.undo()  # the next test gets a working launcher again
+    sandbox._zygote = None
 
 
-def test_namespace_refusal_reads_as_unavailable(tmp_path, monkeypatch):
+def test_namespace_refusal_reads_as_unavailable(monkeypatch):
     import distill.verifiers.sandbox as sandbox
 
-    fake = tmp_path / "unshare"
-    fake.write_text("#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    monkeypatch.setattr(sandbox, "_unshare", lambda: str(fake))
+    monkeypatch.setattr(sandbox, "_namespace_flags", lambda root: 1 << 31)  # no such namespace: EINVAL
     res = sandbox.run_sandboxed([sys.executable, "-I", "-S", "-c", "print('ran')"])
-    assert res.error.startswith(NAMESPACES_UNAVAILABLE) and "Operation not permitted" in res.error
-    assert res.stdout == ""
+    assert res.error.startswith(NAMESPACES_UNAVAILABLE) and "Invalid argument" in res.error
+    assert res.stdout == "" and res.returncode is None
+
+
+def test_a_dead_launcher_is_replaced():
+    import distill.verifiers.sandbox as sandbox
+
+    assert run_py("print(1)").stdout == "1\n"
+    sandbox._zygote.proc.kill()
+    sandbox._zygote.proc.wait()
+    assert run_py("print(2)").stdout == "2\n"
+
+
+def test_a_forked_caller_gets_its_own_launcher():
+    # Spark forks its Python workers from a daemon: a child must not talk to its parent's launcher.
+    import distill.verifiers.sandbox as sandbox
+
+    assert run_py("print(1)").stdout == "1\n"
+    parent_launcher = sandbox._zygote.proc.pid
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            res = run_py("print(3)")
+            os.write(w, f"{res.stdout.strip()} {sandbox._zygote.proc.pid}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    out, launcher = os.read(r, 100).decode().split()
+    os.close(r)
+    assert out == "3" and int(launcher) != parent_launcher
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"), reason="needs root to drop to nobody")

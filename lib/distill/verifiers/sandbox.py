@@ -47,13 +47,13 @@ import math
 import os
 import resource
 import secrets
+import select
 import selectors
-import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -69,6 +69,10 @@ PSEUDO_FS = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs"
              "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "binfmt_misc", "autofs", "efivarfs",
              "rpc_pipefs", "nsfs")
 MUST_BE_READ_ONLY = ("/", "/tmp", "/var/tmp", "/dev/shm", "/home", "/root")
+
+# clone(2) flags, as <sched.h> defines them (os.unshare and its constants arrive only in Python 3.12)
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 
 NAMESPACES_UNAVAILABLE = "cannot create namespaces here"  # errors that start so mean: no sandbox on this host
 
@@ -104,18 +108,20 @@ class SandboxResult:
         return asdict(self)
 
 
-# Runs inside the namespaces as root (or mapped root), with the host's interpreter under `-I -S`. Kept
-# free of slow imports (json pulls in re, signal pulls in enum): this launcher's startup is most of the
-# sandbox's overhead.
-_LAUNCHER = r"""
-import _signal as signal, ctypes, marshal, os, resource, sys
+# Runs outside any namespace as the caller, under the host's interpreter with `-I -S`, one per calling
+# process. It forks a runner per run; the runner makes the run's namespaces and forks their pid 1, the
+# launcher, which sets the run up and forks the program. Python's start-up and its imports are paid once
+# here instead of once per run: they were most of the sandbox's cost.
+_ZYGOTE = r"""
+import _signal as signal, ctypes, marshal, os, resource, socket, sys
 
-c = marshal.loads(bytes.fromhex(sys.argv[1]))
-sfd = c["status_fd"]
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC = 1, 2, 4, 8, 32, 4096, 16384
+libc.unshare.argtypes = (ctypes.c_int,)
+RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+CLONE_NEWUSER = 0x10000000
+c = sfd = None  # the run's config and status fd, set in its runner
 
 
 def say(line):
@@ -138,10 +144,6 @@ def unescape(s):
 
 
 def setup():
-    files = []
-    for name in c["files"]:
-        with open(os.path.join(c["in"], name), "rb") as f:
-            files.append((name, f.read()))
     # Opened before anything is covered: the bind sources may lie under a covered directory.
     sources = [(parent, child, os.open(os.path.join(parent, child), os.O_PATH)) for parent, child in c["expose"]]
     covered = set()
@@ -165,7 +167,7 @@ def setup():
     owner = ",uid=%d,gid=%d" % (uid, uid) if uid is not None else ""
     options = "size=%d,nr_inodes=16384,mode=700%s" % (c["scratch_bytes"], owner)
     mount("tmpfs", scratch, "tmpfs", NOSUID | NODEV, options)
-    for name, data in files:
+    for name, data in c["files"]:
         path = os.path.join(scratch, name)
         parent = os.path.dirname(path)
         if parent != scratch:
@@ -215,9 +217,9 @@ class CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
 
-def child(err_w):
+def program():
     os.close(sfd)
-    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGALRM):
         signal.signal(s, signal.SIG_DFL)
     cap = 0
     while libc.prctl(24, cap, 0, 0, 0) == 0:  # PR_CAPBSET_DROP until EINVAL past the last capability
@@ -240,11 +242,14 @@ def backstop(*_):
     os._exit(124)
 
 
-def main():
+def launcher():
+    # pid 1 of the run's pid namespace: when it ends, the kernel kills everything left in the namespace.
     # The parent enforces the wall limit; this alarm ends the namespace even if the parent died.
     signal.signal(signal.SIGALRM, backstop)
     signal.alarm(c["backstop_s"])
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the runner's death ends the run too
     try:
+        mount("proc", "/proc", "proc", NOSUID | NODEV | NOEXEC)  # this pid namespace's processes only
         setup()
     except BaseException as e:
         say("E sandbox setup failed: %s" % e)
@@ -255,7 +260,7 @@ def main():
     if pid == 0:
         try:
             os.close(err_r)
-            child(err_w)
+            program()
         except BaseException as e:
             os.write(err_w, ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace"))
         os._exit(127)
@@ -274,8 +279,132 @@ def main():
     os._exit(0)
 
 
-main()
+def runner(fds):
+    # Between the zygote and the run: makes the run's namespaces, forks their pid 1 and waits for it. Its
+    # exit closes the last writer of the status pipe, which tells the parent the namespace is empty.
+    global sfd
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    stdin, stdout, stderr, sfd = fds
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.setsid()
+    try:
+        uid, gid = os.getuid(), os.getgid()
+        check(libc.unshare(c["flags"]), "unshare")
+        if c["flags"] & CLONE_NEWUSER:  # as `unshare --map-root-user`: the caller's uid is root inside
+            for name, text in (("setgroups", "deny"), ("uid_map", "0 %d 1" % uid), ("gid_map", "0 %d 1" % gid)):
+                with open("/proc/self/" + name, "w") as f:
+                    f.write(text)
+        mount(None, "/", None, REC | PRIVATE)  # nothing mounted inside propagates to the host
+    except BaseException as e:
+        say("N %s" % e)
+        os._exit(125)
+    pid = os.fork()
+    if pid == 0:
+        launcher()
+    for fd in (0, 1, 2):
+        os.close(fd)
+    os.waitpid(pid, 0)
+    os._exit(0)
+
+
+def recv_exactly(ctl, n, fds=0):
+    data, got = b"", []
+    while len(data) < n:
+        if fds and not got:
+            chunk, got, _, _ = socket.recv_fds(ctl, n - len(data), fds)
+        else:
+            chunk = ctl.recv(n - len(data))
+        if not chunk:
+            os._exit(0)  # the caller is gone
+        data += chunk
+    return data, got
+
+
+def serve(ctl):
+    global c
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners are reaped by the kernel
+    while True:
+        head, fds = recv_exactly(ctl, 8, 4)
+        body, _ = recv_exactly(ctl, int.from_bytes(head, "little"))
+        c = marshal.loads(body)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctl.close()
+                runner(fds)
+            finally:
+                os._exit(125)
+        for fd in fds:
+            os.close(fd)
+        ctl.sendall(pid.to_bytes(8, "little"))
+
+
+serve(socket.socket(fileno=int(sys.argv[1])))
 """
+
+
+class _Zygote:
+    """The calling process's fork server (see `_ZYGOTE`): one per process, started on first use."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _ZYGOTE, str(theirs.fileno())],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+                                         env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"}, start_new_session=True)
+        finally:
+            theirs.close()
+        self.sock, self.owner, self.lock = ours, os.getpid(), threading.Lock()
+
+    def start(self, config: dict, fds: list[int]) -> int:
+        """Hand one run to the zygote; returns its runner's pid. Raises OSError when the zygote is gone."""
+        body = marshal.dumps(config)
+        with self.lock:
+            socket.send_fds(self.sock, [len(body).to_bytes(8, "little")], fds)
+            self.sock.sendall(body)
+            reply = b""
+            while len(reply) < 8:
+                chunk = self.sock.recv(8 - len(reply))
+                if not chunk:
+                    raise OSError("the sandbox's launcher process ended")
+                reply += chunk
+        return int.from_bytes(reply, "little")
+
+    def close(self) -> None:
+        self.sock.close()  # the zygote exits when its socket closes
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_zygote: _Zygote | None = None
+_zygote_lock = threading.Lock()
+
+
+def _start_run(config: dict, fds: list[int]) -> int:
+    """Start one run through this process's zygote, starting (or restarting) the zygote when needed."""
+    global _zygote
+    for attempt in range(2):
+        with _zygote_lock:
+            # A forked child (a Spark worker forked from its daemon) must not share its parent's zygote.
+            if _zygote is None or _zygote.owner != os.getpid() or _zygote.proc.poll() is not None:
+                _zygote = _Zygote()
+            zygote = _zygote
+        try:
+            return zygote.start(config, fds)
+        except OSError:
+            if attempt:
+                raise
+            with _zygote_lock:
+                if _zygote is zygote:
+                    _zygote = None
+    raise AssertionError("unreachable")
+
 
 _uid_lock = threading.Lock()
 _uids_in_use: set[int] = set()
@@ -295,11 +424,6 @@ def _pick_uid() -> int:
 def _release_uid(uid: int | None) -> None:
     with _uid_lock:
         _uids_in_use.discard(uid)
-
-
-def _unshare() -> str | None:
-    return shutil.which("unshare") or next((p for p in ("/usr/bin/unshare", "/bin/unshare") if os.path.exists(p)),
-                                           None)
 
 
 def _cover_dirs() -> list[str]:
@@ -349,30 +473,37 @@ def _pids_of_uid(uid: int) -> list[int]:
     return found
 
 
-def _kill(proc: subprocess.Popen, uid: int | None) -> None:
+def _drain(fd: int, seconds: float) -> bool:
+    """Read fd until EOF or for `seconds`; True at EOF."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready and not os.read(fd, 65536):
+            return True
+    return False
+
+
+def _kill(runner: int, status_r: int, uid: int | None) -> None:
     """Kill the sandbox and return once nothing of it runs.
 
     Killing the launcher (pid 1 inside) makes the kernel kill the rest of the namespace before the
-    launcher turns into a zombie; `unshare` reaps it and exits, so `proc.wait()` returning means the
-    namespace is empty. If the launcher is not found (not started yet), the process group goes instead.
+    launcher turns into a zombie; the runner then reaps it and exits, and the status pipe's end of file
+    (the runner and the launcher were its last writers) means the namespace is empty. If the launcher is
+    not found (not started yet), the runner's process group goes instead.
     """
-    launchers = _children(proc.pid)
+    launchers = _children(runner)
     for pid in launchers:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    if launchers and _drain(status_r, 5):
+        return
     try:
-        proc.wait(timeout=5)
-        if launchers:
-            return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(runner, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    _drain(status_r, 5)
     if uid is not None:
         # The launcher may have been forked between the look-up and the group kill: sweep by uid.
         deadline = time.monotonic() + 5
@@ -398,6 +529,12 @@ def _error(message: str, start: float, stderr: str = "") -> SandboxResult:
                          f"{message}: {tail}" if tail else message)
 
 
+def _namespace_flags(root: bool) -> int:
+    """The run's namespaces: network, pid, mount, IPC and UTS; and a user namespace when not root."""
+    flags = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+    return flags if root else flags | CLONE_NEWUSER
+
+
 def run_sandboxed(argv: list[str], files: dict[str, bytes | str] | None = None, stdin: bytes | str = b"",
                   limits: SandboxLimits | None = None) -> SandboxResult:
     """Run argv in a fresh sandbox and report what it did; never raises for anything the program does.
@@ -411,83 +548,76 @@ def run_sandboxed(argv: list[str], files: dict[str, bytes | str] | None = None, 
     start = time.monotonic()
     if not sys.platform.startswith("linux"):
         return _error(f"{NAMESPACES_UNAVAILABLE}: not Linux", start)
-    unshare = _unshare()
-    if unshare is None:
-        return _error(f"{NAMESPACES_UNAVAILABLE}: util-linux unshare is not installed", start)
+    contents = [(_check_name(name), content.encode() if isinstance(content, str) else bytes(content))
+                for name, content in (files or {}).items()]
     root = os.geteuid() == 0
     uid = _pick_uid() if root else None
-    host_dir = tempfile.mkdtemp(prefix="distill-sbx-")
-    status_r = status_w = None
+    cover = _cover_dirs()
+    cpu = max(1, math.ceil(limits.cpu_s))
+    config = {
+        "flags": _namespace_flags(root), "files": contents, "cover": cover, "expose": _expose_pairs(cover),
+        "scratch": SCRATCH, "uid": uid, "backstop_s": math.ceil(limits.wall_s) + 5,
+        "scratch_bytes": int(limits.scratch_bytes), "pseudo": list(PSEUDO_FS), "must_ro": list(MUST_BE_READ_ONLY),
+        "argv": [str(a) for a in argv],
+        "env": {"PATH": SANDBOX_PATH, "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8"},
+        "rlimits": [
+            (int(r), int(soft), int(hard)) for r, soft, hard in (
+                (resource.RLIMIT_CPU, cpu, cpu + 1),
+                (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+                (resource.RLIMIT_NPROC, limits.max_procs, limits.max_procs),
+                (resource.RLIMIT_FSIZE, limits.max_file_bytes, limits.max_file_bytes),
+                (resource.RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files),
+                (resource.RLIMIT_CORE, 0, 0),
+                (resource.RLIMIT_STACK, limits.stack_bytes, limits.stack_bytes),
+                (resource.RLIMIT_MEMLOCK, 0, 0),
+                (resource.RLIMIT_MSGQUEUE, 0, 0),
+            )
+        ],
+    }
+    ours: list[int] = []  # stdin's write end, then the read ends of stdout, stderr and status
+    theirs: list[int] = []  # the other ends, handed to the run
     try:
-        names = []
-        for name, content in (files or {}).items():
-            norm = _check_name(name)
-            path = os.path.join(host_dir, "in", norm)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(content.encode() if isinstance(content, str) else content)
-            names.append(norm)
-        cover = _cover_dirs()
-        cpu = max(1, math.ceil(limits.cpu_s))
-        status_r, status_w = os.pipe()
-        config = {
-            "status_fd": status_w, "in": os.path.join(host_dir, "in"), "files": names, "cover": cover,
-            "expose": _expose_pairs(cover), "scratch": SCRATCH, "uid": uid, "backstop_s": math.ceil(limits.wall_s) + 5,
-            "scratch_bytes": int(limits.scratch_bytes), "pseudo": list(PSEUDO_FS), "must_ro": list(MUST_BE_READ_ONLY),
-            "argv": [str(a) for a in argv],
-            "env": {"PATH": SANDBOX_PATH, "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8"},
-            "rlimits": [
-                (int(r), int(soft), int(hard)) for r, soft, hard in (
-                    (resource.RLIMIT_CPU, cpu, cpu + 1),
-                    (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
-                    (resource.RLIMIT_NPROC, limits.max_procs, limits.max_procs),
-                    (resource.RLIMIT_FSIZE, limits.max_file_bytes, limits.max_file_bytes),
-                    (resource.RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files),
-                    (resource.RLIMIT_CORE, 0, 0),
-                    (resource.RLIMIT_STACK, limits.stack_bytes, limits.stack_bytes),
-                    (resource.RLIMIT_MEMLOCK, 0, 0),
-                    (resource.RLIMIT_MSGQUEUE, 0, 0),
-                )
-            ],
-        }
-        cmd = [unshare, *(["--user", "--map-root-user"] if not root else []), "--net", "--pid", "--mount", "--ipc",
-               "--uts", "--fork", "--kill-child", "--mount-proc", "--", sys.executable, "-I", "-S", "-c", _LAUNCHER,
-               marshal.dumps(config).hex()]
+        for i in range(4):
+            r, w = os.pipe()
+            ours.append(w if i == 0 else r)
+            theirs.append(r if i == 0 else w)
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=(status_w,), env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},
-                                    start_new_session=True)
+            runner = _start_run(config, theirs)
         except OSError as e:
-            return _error(f"{NAMESPACES_UNAVAILABLE}: cannot start unshare: {e}", start)
-        os.close(status_w)
-        status_w = None
-        return _collect(proc, status_r, stdin, limits, uid, start)
+            return _error(f"the sandbox launcher failed: {e}", start)
+        for fd in theirs:
+            os.close(fd)
+        theirs = []
+        stdin_w = ours.pop(0)  # _collect closes it
+        return _collect(runner, stdin_w, *ours, stdin, limits, uid, start)
     finally:
-        for fd in (status_r, status_w):
-            if fd is not None:
-                os.close(fd)
-        shutil.rmtree(host_dir, ignore_errors=True)
+        for fd in ours + theirs:
+            os.close(fd)
         _release_uid(uid)
 
 
-def _collect(proc: subprocess.Popen, status_r: int, stdin: bytes | str, limits: SandboxLimits, uid: int | None,
-             start: float) -> SandboxResult:
-    """Feed stdin, read stdout/stderr/status under the output cap and the wall limit, then tear down."""
+def _collect(runner: int, stdin_w: int, out_r: int, err_r: int, status_r: int, stdin: bytes | str,
+             limits: SandboxLimits, uid: int | None, start: float) -> SandboxResult:
+    """Feed stdin, read stdout/stderr/status under the output cap and the wall limit, then tear down.
+
+    The run is over when the status pipe reaches end of file: its last writers are the launcher and the
+    runner, and the runner exits only once the launcher, and so the whole namespace, is gone.
+    """
     data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
     out, err, status = bytearray(), bytearray(), bytearray()
-    bufs = {proc.stdout.fileno(): out, proc.stderr.fileno(): err, status_r: status}
+    bufs = {out_r: out, err_r: err, status_r: status}
     sel = selectors.DefaultSelector()
     for fd in bufs:
         sel.register(fd, selectors.EVENT_READ)
-    stdin_fd = proc.stdin.fileno()
-    if data:
-        os.set_blocking(stdin_fd, False)
-        sel.register(stdin_fd, selectors.EVENT_WRITE)
+    stdin_open = bool(data)
+    if stdin_open:
+        os.set_blocking(stdin_w, False)
+        sel.register(stdin_w, selectors.EVENT_WRITE)
     else:
-        proc.stdin.close()
+        os.close(stdin_w)
     sent, budget = 0, limits.max_output_bytes
     deadline = start + limits.wall_s
-    timed_out = truncated = killed = False
+    timed_out = truncated = False
     try:
         while sel.get_map():
             left = deadline - time.monotonic()
@@ -496,16 +626,17 @@ def _collect(proc: subprocess.Popen, status_r: int, stdin: bytes | str, limits: 
                 break
             for key, _ in sel.select(left):
                 fd = key.fd
-                if fd == stdin_fd:
+                if fd == stdin_w:
                     try:
                         sent += os.write(fd, data[sent:sent + 65536])
-                    except (BrokenPipeError, BlockingIOError) as e:
-                        if isinstance(e, BlockingIOError):
-                            continue
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
                         sent = len(data)
                     if sent >= len(data):
                         sel.unregister(fd)
-                        proc.stdin.close()
+                        os.close(fd)
+                        stdin_open = False
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:
@@ -520,37 +651,38 @@ def _collect(proc: subprocess.Popen, status_r: int, stdin: bytes | str, limits: 
                     truncated = True
             if truncated:
                 break
-        if not (timed_out or truncated):
+        killed = timed_out or truncated
+        if killed:
+            if stdin_open:
+                os.close(stdin_w)
+                stdin_open = False
+            # What is left on the status pipe still counts: read it before the kill drains it.
+            os.set_blocking(status_r, False)
             try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-        if timed_out or truncated:
-            killed = True
-            _kill(proc, uid)
+                status += os.read(status_r, 65536)
+            except (BlockingIOError, OSError):
+                pass
+            os.set_blocking(status_r, True)
+            _kill(runner, status_r, uid)
     finally:
         sel.close()
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                f.close()
-            except OSError:
-                pass
-        if proc.poll() is None:
-            _kill(proc, uid)
+        if stdin_open:
+            os.close(stdin_w)
     wall = time.monotonic() - start
     stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     lines = status.decode("utf-8", "replace").splitlines()
+    no_namespaces = next((line[2:] for line in lines if line.startswith("N ")), None)
     setup_error = next((line[2:] for line in lines if line.startswith("E ")), None)
     exec_error = next((line[2:] for line in lines if line.startswith("X ")), None)
     final = next((line.split() for line in lines if line.startswith("S ")), None)
+    if no_namespaces:
+        return _error(f"{NAMESPACES_UNAVAILABLE}: {no_namespaces}", start, stderr)
     if setup_error:
         return _error(setup_error, start, stderr)
     if exec_error:
         return _error(f"cannot execute the program: {exec_error}", start)
     if final is None and not killed:
-        if "R" not in lines and "unshare:" in stderr:
-            return _error(NAMESPACES_UNAVAILABLE, start, stderr)
-        return _error(f"the sandbox launcher failed (unshare exit {proc.returncode})", start, stderr)
+        return _error("the sandbox launcher failed", start, stderr)
     if final is None and "R" not in lines:
         return _error("the sandbox did not finish its setup in time", start, stderr)
     returncode = sig = cpu = None
