@@ -1,6 +1,6 @@
 """Run untrusted programs (model-written solutions) in throw-away Linux namespaces.
 
-What a run guarantees, on Linux with util-linux `unshare`, when the caller is root:
+What a run guarantees, on Linux, when the caller is root:
   - no network: a fresh network namespace holds only a loopback device that is down;
   - the host filesystem is read-only: every mount is remounted read-only (and nosuid) in a private mount
     namespace, and /tmp, /var/tmp, /dev/shm and /run are covered by empty read-only tmpfs mounts, so host
@@ -16,7 +16,14 @@ What a run guarantees, on Linux with util-linux `unshare`, when the caller is ro
   - nothing outlives the run: a small launcher is pid 1 of the namespace and the program its child; when
     the launcher ends, the kernel kills everything left in the namespace, and the parent only returns
     once the launcher is gone. Should the parent die first, the launcher's own alarm (wall limit + 5 s)
-    ends the namespace. The host-side temporary directory is removed.
+    ends the namespace;
+  - nothing is shared between runs: each run has namespaces (network, pid, mount, IPC, UTS), a scratch
+    tmpfs and a uid of its own. The files go to the launcher in memory; nothing is written on the host.
+
+How a run starts: each calling process has a fork server, the zygote (`_ZYGOTE`), started on its first
+run. The zygote always holds one spare run made ahead of time, with its namespaces made and every mount
+already read-only; a run takes the spare and the zygote makes the next one while the run goes on. That
+keeps Python's start-up, namespace creation and the remounts off each run's path (bench/bench_sandbox.py).
 
 What it does not guarantee:
   - it is not a defence against kernel exploits: it shares the host kernel (no seccomp filter, no VM);
@@ -31,10 +38,10 @@ What it does not guarantee:
     cgroup;
   - the uid is random, not reserved: two runs drawing the same uid at once (odds about n^2 / 2^25 for n
     concurrent runs) would share a process count;
-  - it needs Linux and util-linux `unshare`; where namespaces cannot be created, the run returns a result
-    with `error` set and never runs the program unsandboxed.
+  - it needs Linux; where namespaces cannot be created, the run returns a result with `error` set (starting
+    with NAMESPACES_UNAVAILABLE) and never runs the program unsandboxed.
 
-When the caller is not root, user namespaces are added (`unshare --user --map-root-user`): the program
+When the caller is not root, a user namespace is added (as `unshare --user --map-root-user` does): the program
 runs as the caller's own uid (mapped to root inside, with every capability dropped) since only one uid
 is mapped, so files the caller owns stay readable; RLIMIT_NPROC then binds (the uid is unprivileged)
 and, on Linux >= 5.14, counts only the processes of the run's user namespace.
@@ -108,20 +115,26 @@ class SandboxResult:
         return asdict(self)
 
 
-# Runs outside any namespace as the caller, under the host's interpreter with `-I -S`, one per calling
-# process. It forks a runner per run; the runner makes the run's namespaces and forks their pid 1, the
-# launcher, which sets the run up and forks the program. Python's start-up and its imports are paid once
-# here instead of once per run: they were most of the sandbox's cost.
+# The sandbox's fork server: one per calling process, started on first use, running outside any namespace
+# as the caller, under the host's interpreter with `-I -S`. It always holds one spare run, made ahead of
+# time: a runner that has made fresh namespaces, and their pid 1, the launcher, with the host filesystem
+# already covered and remounted read-only. A request goes to the spare, which only mounts its scratch
+# tmpfs, writes the files and forks the program; the zygote then makes the next spare while this run goes
+# on. Python's start-up, the namespaces and the mounts are thus off the run's path: they were most of the
+# sandbox's cost. Every run still gets namespaces, a scratch and a uid of its own, used by nothing else.
+# `g` holds what is the same for every run (namespaces, covered and exposed directories); each request
+# brings the run's own config `c`: files, argv, uid, limits.
 _ZYGOTE = r"""
 import _signal as signal, ctypes, marshal, os, resource, socket, sys
 
+g = marshal.loads(bytes.fromhex(sys.argv[2]))
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 libc.unshare.argtypes = (ctypes.c_int,)
 RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 CLONE_NEWUSER = 0x10000000
-c = sfd = None  # the run's config and status fd, set in its runner
+c = sfd = None  # the run's config and status fd, once its request has come
 
 
 def say(line):
@@ -143,11 +156,14 @@ def unescape(s):
     return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def setup():
+def prepare():
+    # What every run needs, done before its request: this pid namespace's /proc, the covered and exposed
+    # directories, the scratch mount point, and every mount read-only.
+    mount("proc", "/proc", "proc", NOSUID | NODEV | NOEXEC)
     # Opened before anything is covered: the bind sources may lie under a covered directory.
-    sources = [(parent, child, os.open(os.path.join(parent, child), os.O_PATH)) for parent, child in c["expose"]]
+    sources = [(parent, child, os.open(os.path.join(parent, child), os.O_PATH)) for parent, child in g["expose"]]
     covered = set()
-    for d in c["cover"]:
+    for d in g["cover"]:
         mount("tmpfs", d, "tmpfs", NOSUID | NODEV | NOEXEC, "size=64k,nr_inodes=256,mode=755")
         covered.add(d)
     for parent, child, fd in sources:
@@ -162,51 +178,52 @@ def setup():
             open(dst, "ab").close()
         mount(src, dst, None, BIND | REC)
         os.close(fd)
-    scratch, uid = c["scratch"], c["uid"]
-    os.makedirs(scratch, exist_ok=True)
-    owner = ",uid=%d,gid=%d" % (uid, uid) if uid is not None else ""
-    options = "size=%d,nr_inodes=16384,mode=700%s" % (c["scratch_bytes"], owner)
-    mount("tmpfs", scratch, "tmpfs", NOSUID | NODEV, options)
-    for name, data in c["files"]:
-        path = os.path.join(scratch, name)
-        parent = os.path.dirname(path)
-        if parent != scratch:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-        os.chmod(path, 0o700)
-        if uid is not None:
-            while path != scratch:
-                os.chown(path, uid, uid)
-                path = os.path.dirname(path)
+    os.makedirs(g["scratch"], exist_ok=True)
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split() for line in f]
     problems = []
     for m in mounts:
         point, opts, fstype = unescape(m[4]), m[5].split(","), m[m.index("-") + 1]
-        if point == scratch:
-            continue
         # Flags already on a mount must be passed again (in a user namespace they are locked).
         flags = REMOUNT | BIND | RDONLY | NOSUID | (NODEV if "nodev" in opts else 0)
         flags |= NOEXEC if "noexec" in opts else 0
         try:
             mount(None, point, None, flags)
         except OSError as e:
-            if e.errno not in (2, 20) and fstype not in c["pseudo"]:
+            if e.errno not in (2, 20) and fstype not in g["pseudo"]:
                 problems.append(str(e))
     for m in mounts:
         point, fstype = unescape(m[4]), m[m.index("-") + 1]
-        if point != scratch and fstype not in c["pseudo"]:
+        if fstype not in g["pseudo"]:
             try:
                 if not os.statvfs(point).f_flag & os.ST_RDONLY:
                     problems.append("still writable: " + point)
             except OSError:
                 pass
-    for point in c["must_ro"]:
+    for point in g["must_ro"]:
         if os.path.exists(point) and not os.statvfs(point).f_flag & os.ST_RDONLY:
             problems.append("still writable: " + point)
     if problems:
         raise OSError("; ".join(sorted(set(problems))))
+
+
+def scratch():
+    # The run's own writable place, mounted over the read-only mount point, owned by the run's uid.
+    path, uid = g["scratch"], c["uid"]
+    owner = ",uid=%d,gid=%d" % (uid, uid) if uid is not None else ""
+    mount("tmpfs", path, "tmpfs", NOSUID | NODEV, "size=%d,nr_inodes=16384,mode=700%s" % (c["scratch_bytes"], owner))
+    for name, data in c["files"]:
+        path = os.path.join(g["scratch"], name)
+        parent = os.path.dirname(path)
+        if parent != g["scratch"]:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o700)
+        if uid is not None:
+            while path != g["scratch"]:
+                os.chown(path, uid, uid)
+                path = os.path.dirname(path)
 
 
 class Caps(ctypes.Structure):
@@ -219,7 +236,7 @@ class CapHeader(ctypes.Structure):
 
 def program():
     os.close(sfd)
-    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGALRM):
+    for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
         signal.signal(s, signal.SIG_DFL)
     cap = 0
     while libc.prctl(24, cap, 0, 0, 0) == 0:  # PR_CAPBSET_DROP until EINVAL past the last capability
@@ -232,7 +249,7 @@ def program():
         os.setresuid(uid, uid, uid)
     check(libc.capset(ctypes.byref(CapHeader(0x20080522, 0)), (Caps * 2)()), "capset")
     libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
-    os.chdir(c["scratch"])
+    os.chdir(g["scratch"])
     for res, soft, hard in c["rlimits"]:
         resource.setrlimit(res, (soft, hard))
     os.execvpe(c["argv"][0], c["argv"], c["env"])
@@ -242,15 +259,60 @@ def backstop(*_):
     os._exit(124)
 
 
-def launcher():
+def receive(sock, nfds):
+    # One message: an 8-byte length with the fds, then the marshalled config. None when the sender is gone.
+    head, fds = b"", []
+    while len(head) < 8:
+        chunk, got, _, _ = socket.recv_fds(sock, 8 - len(head), nfds)
+        if not chunk:
+            return None, fds
+        head, fds = head + chunk, fds + got
+    n, body = int.from_bytes(head, "little"), b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        if not chunk:
+            return None, fds
+        body += chunk
+    return body, fds
+
+
+def send(sock, body, fds):
+    socket.send_fds(sock, [len(body).to_bytes(8, "little")], fds)
+    sock.sendall(body)
+
+
+def use_fds(fds):
+    # The run's stdin, stdout and stderr become 0, 1 and 2; its status pipe stays private (close-on-exec).
+    global sfd
+    stdin, stdout, stderr, sfd = fds
+    os.set_inheritable(sfd, False)
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+
+
+def launcher(sock):
     # pid 1 of the run's pid namespace: when it ends, the kernel kills everything left in the namespace.
+    global c
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the runner's death ends the run too
+    failure = None
+    try:
+        prepare()
+    except BaseException as e:
+        failure = "E sandbox setup failed: %s" % e
+    body, fds = receive(sock, 4)
+    if body is None:
+        os._exit(0)  # never used: the zygote is gone
     # The parent enforces the wall limit; this alarm ends the namespace even if the parent died.
+    c = marshal.loads(body)
     signal.signal(signal.SIGALRM, backstop)
     signal.alarm(c["backstop_s"])
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the runner's death ends the run too
+    use_fds(fds)
+    if failure:
+        say(failure)
+        os._exit(125)
     try:
-        mount("proc", "/proc", "proc", NOSUID | NODEV | NOEXEC)  # this pid namespace's processes only
-        setup()
+        scratch()
     except BaseException as e:
         say("E sandbox setup failed: %s" % e)
         os._exit(125)
@@ -279,85 +341,96 @@ def launcher():
     os._exit(0)
 
 
-def runner(fds):
-    # Between the zygote and the run: makes the run's namespaces, forks their pid 1 and waits for it. Its
-    # exit closes the last writer of the status pipe, which tells the parent the namespace is empty.
-    global sfd
+def runner(sock):
+    # Between the zygote and the run: makes the run's namespaces, forks their pid 1 and, once the request
+    # comes, hands it on and waits for pid 1. Its exit closes the last writer of the status pipe, which
+    # tells the parent the namespace is empty. A failure waits for the request too: it is reported there.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    stdin, stdout, stderr, sfd = fds
-    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-        os.dup2(fd, target)
-        os.close(fd)
     os.setsid()
+    failure = None
     try:
         uid, gid = os.getuid(), os.getgid()
-        check(libc.unshare(c["flags"]), "unshare")
-        if c["flags"] & CLONE_NEWUSER:  # as `unshare --map-root-user`: the caller's uid is root inside
+        check(libc.unshare(g["flags"]), "unshare")
+        if g["flags"] & CLONE_NEWUSER:  # as `unshare --map-root-user`: the caller's uid is root inside
             for name, text in (("setgroups", "deny"), ("uid_map", "0 %d 1" % uid), ("gid_map", "0 %d 1" % gid)):
                 with open("/proc/self/" + name, "w") as f:
                     f.write(text)
         mount(None, "/", None, REC | PRIVATE)  # nothing mounted inside propagates to the host
     except BaseException as e:
-        say("N %s" % e)
+        failure = "N %s" % e
+    ours, theirs = socket.socketpair()
+    if failure is None:
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            ours.close()
+            launcher(theirs)
+    theirs.close()
+    body, fds = receive(sock, 4)
+    if body is None:
+        os._exit(0)
+    if failure:
+        use_fds(fds)
+        say(failure)
         os._exit(125)
-    pid = os.fork()
-    if pid == 0:
-        launcher()
-    for fd in (0, 1, 2):
+    send(ours, body, fds)
+    for fd in fds[:3]:
         os.close(fd)
     os.waitpid(pid, 0)
     os._exit(0)
 
 
-def recv_exactly(ctl, n, fds=0):
-    data, got = b"", []
-    while len(data) < n:
-        if fds and not got:
-            chunk, got, _, _ = socket.recv_fds(ctl, n - len(data), fds)
-        else:
-            chunk = ctl.recv(n - len(data))
-        if not chunk:
-            os._exit(0)  # the caller is gone
-        data += chunk
-    return data, got
+def spare():
+    # A new spare run: (runner pid, socket to it).
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctl.close()
+            ours.close()
+            runner(theirs)
+        finally:
+            os._exit(125)
+    theirs.close()
+    return pid, ours
 
 
-def serve(ctl):
-    global c
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners are reaped by the kernel
-    while True:
-        head, fds = recv_exactly(ctl, 8, 4)
-        body, _ = recv_exactly(ctl, int.from_bytes(head, "little"))
-        c = marshal.loads(body)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ctl.close()
-                runner(fds)
-            finally:
-                os._exit(125)
-        for fd in fds:
-            os.close(fd)
-        ctl.sendall(pid.to_bytes(8, "little"))
-
-
-serve(socket.socket(fileno=int(sys.argv[1])))
+ctl = socket.socket(fileno=int(sys.argv[1]))
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # runners are reaped by the kernel
+ready = spare()
+while True:
+    body, fds = receive(ctl, 4)
+    if body is None:
+        os._exit(0)  # the caller is gone
+    pid, sock = ready
+    try:
+        send(sock, body, fds)
+    except OSError:  # the spare died: make one now
+        sock.close()
+        pid, sock = spare()
+        send(sock, body, fds)
+    ctl.sendall(pid.to_bytes(8, "little"))
+    sock.close()
+    for fd in fds:
+        os.close(fd)
+    ready = spare()
 """
 
 
 class _Zygote:
     """The calling process's fork server (see `_ZYGOTE`): one per process, started on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, setup: dict) -> None:
         ours, theirs = socket.socketpair()
         try:
-            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _ZYGOTE, str(theirs.fileno())],
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _ZYGOTE, str(theirs.fileno()),
+                                          marshal.dumps(setup).hex()],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
                                          env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"}, start_new_session=True)
         finally:
             theirs.close()
-        self.sock, self.owner, self.lock = ours, os.getpid(), threading.Lock()
+        self.sock, self.owner, self.setup, self.lock = ours, os.getpid(), setup, threading.Lock()
 
     def start(self, config: dict, fds: list[int]) -> int:
         """Hand one run to the zygote; returns its runner's pid. Raises OSError when the zygote is gone."""
@@ -386,14 +459,29 @@ _zygote: _Zygote | None = None
 _zygote_lock = threading.Lock()
 
 
+def _setup() -> dict:
+    """What every run shares (see `_ZYGOTE`): a zygote serves runs only while this stays the same."""
+    root = os.geteuid() == 0
+    cover = _cover_dirs()
+    return {"flags": _namespace_flags(root), "cover": cover, "expose": _expose_pairs(cover), "scratch": SCRATCH,
+            "pseudo": list(PSEUDO_FS), "must_ro": list(MUST_BE_READ_ONLY)}
+
+
 def _start_run(config: dict, fds: list[int]) -> int:
     """Start one run through this process's zygote, starting (or restarting) the zygote when needed."""
     global _zygote
+    setup = _setup()
     for attempt in range(2):
         with _zygote_lock:
             # A forked child (a Spark worker forked from its daemon) must not share its parent's zygote.
-            if _zygote is None or _zygote.owner != os.getpid() or _zygote.proc.poll() is not None:
-                _zygote = _Zygote()
+            if _zygote is not None and _zygote.owner != os.getpid():
+                _zygote.sock.close()  # this process's copy only; the zygote is its parent's
+                _zygote = None
+            if _zygote is not None and (_zygote.setup != setup or _zygote.proc.poll() is not None):
+                _zygote.close()
+                _zygote = None
+            if _zygote is None:
+                _zygote = _Zygote(setup)
             zygote = _zygote
         try:
             return zygote.start(config, fds)
@@ -402,6 +490,7 @@ def _start_run(config: dict, fds: list[int]) -> int:
                 raise
             with _zygote_lock:
                 if _zygote is zygote:
+                    _zygote.close()
                     _zygote = None
     raise AssertionError("unreachable")
 
@@ -550,15 +639,11 @@ def run_sandboxed(argv: list[str], files: dict[str, bytes | str] | None = None, 
         return _error(f"{NAMESPACES_UNAVAILABLE}: not Linux", start)
     contents = [(_check_name(name), content.encode() if isinstance(content, str) else bytes(content))
                 for name, content in (files or {}).items()]
-    root = os.geteuid() == 0
-    uid = _pick_uid() if root else None
-    cover = _cover_dirs()
+    uid = _pick_uid() if os.geteuid() == 0 else None
     cpu = max(1, math.ceil(limits.cpu_s))
     config = {
-        "flags": _namespace_flags(root), "files": contents, "cover": cover, "expose": _expose_pairs(cover),
-        "scratch": SCRATCH, "uid": uid, "backstop_s": math.ceil(limits.wall_s) + 5,
-        "scratch_bytes": int(limits.scratch_bytes), "pseudo": list(PSEUDO_FS), "must_ro": list(MUST_BE_READ_ONLY),
-        "argv": [str(a) for a in argv],
+        "files": contents, "uid": uid, "backstop_s": math.ceil(limits.wall_s) + 5,
+        "scratch_bytes": int(limits.scratch_bytes), "argv": [str(a) for a in argv],
         "env": {"PATH": SANDBOX_PATH, "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8"},
         "rlimits": [
             (int(r), int(soft), int(hard)) for r, soft, hard in (
