@@ -7,7 +7,9 @@
      direct   `LLM.chat` in this process, the engine loaded and warmed up on the same prompts;
      spark    the generate stage (mapInPandas, one partition, the engine cached in the reused Python
               workers: untimed passes load and warm it), staged to Parquet as the job does.
-   The goal is spark/direct >= 0.9 once the JVM and the engine are up.
+   The goal is spark/direct >= 0.9 once the JVM and the engine are up. `evaluate` generates its samples
+   through this very stage (generation.run_rounds -> stages.generate.generate, a FixedSamples rule in
+   place of UntilAccepted), so the ratio is also evaluation's generation against direct vLLM.
 2. The OpenAI engine's throughput vs max_concurrency against a local vLLM server of the same model.
 """
 
@@ -40,8 +42,8 @@ def direct(model: str, convs, sampling) -> tuple[float, int]:
     from distill.engines.base import Request
     from distill.engines.vllm_engine import VllmEngine
 
-    engine = VllmEngine(model, ENGINE_ARGS, sampling)
-    reqs = [Request(f"k{i}", c, seed=i) for i, c in enumerate(convs)]
+    engine = VllmEngine(model, ENGINE_ARGS)
+    reqs = [Request(f"k{i}", c, seed=i, sampling=sampling) for i, c in enumerate(convs)]
     engine.generate(reqs)  # warm up with the same batch, as the Spark path's untimed second pass does
     start = time.perf_counter()
     out = engine.generate(reqs)
@@ -95,11 +97,11 @@ def server_sweep(model: str, convs, sampling, levels) -> list[tuple[int, float, 
                 break
             except OSError:
                 time.sleep(1)
-        reqs = [Request(f"k{i}", c, seed=i) for i, c in enumerate(convs)]
+        reqs = [Request(f"k{i}", c, seed=i, sampling=sampling) for i, c in enumerate(convs)]
         results = []
         for level in levels:
             engine = OpenAIEngine("tiny", OpenAIOptions(base_url=f"http://127.0.0.1:{port}/v1",
-                                                        max_concurrency=level), sampling)
+                                                        max_concurrency=level))
             engine.generate(reqs[:2])
             start = time.perf_counter()
             out = engine.generate(reqs)

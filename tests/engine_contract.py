@@ -5,7 +5,13 @@ It returns plain facts (JSON-able) and asserts nothing itself, so the caller's a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from distill.config import SamplingConfig
 from distill.engines.base import Request
+
+SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=8, seed=0)
+SHORT = SamplingConfig(temperature=0.0, max_tokens=2)  # one request's own settings in a mixed batch
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 6 times 7?"}],
@@ -16,7 +22,7 @@ CONVERSATIONS = [
 
 
 def requests(seed: int = 7) -> list[Request]:
-    return [Request(key=f"q{i}/t/1", messages=m, seed=seed + i, query_id=f"q{i}", attempt=1)
+    return [Request(key=f"q{i}/t/1", messages=m, seed=seed + i, sampling=SAMPLING, query_id=f"q{i}", attempt=1)
             for i, m in enumerate(CONVERSATIONS)]
 
 
@@ -25,6 +31,8 @@ def contract_facts(engine, reqs: list[Request] | None = None) -> dict:
     empty = engine.generate([])
     first = engine.generate(reqs)
     again = engine.generate(reqs)
+    # Sampling belongs to the request: one engine serves a batch whose middle request asks for 2 greedy tokens.
+    mixed = engine.generate([reqs[0], replace(reqs[1], sampling=SHORT), reqs[2]])
     return {
         "name": engine.name,
         "empty": len(empty),
@@ -36,4 +44,6 @@ def contract_facts(engine, reqs: list[Request] | None = None) -> dict:
         "tokens_in": [c.tokens_in for c in first],
         "tokens_out": [c.tokens_out for c in first],
         "seconds": [c.seconds for c in first],
+        "mixed_tokens_out": [c.tokens_out for c in mixed],
+        "mixed_errors": [c.error for c in mixed],
     }

@@ -21,13 +21,12 @@ from distill.engines.replay import NO_RESPONSE, ReplayEngine, ReplayOptions
 from distill.ids import query_id
 
 from tests.conftest import ROOT, free_port, run_subprocess
-from tests.engine_contract import CONVERSATIONS, contract_facts, requests
+from tests.engine_contract import CONVERSATIONS, SAMPLING, contract_facts, requests
 from tests.fake_openai import FakeOpenAI
 
-SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=8, seed=0)
 
 
-def assert_contract(facts: dict, max_tokens: int = 8, counts_prompt: bool = True) -> None:
+def assert_contract(facts: dict, max_tokens: int = 8, counts_prompt: bool = True, samples: bool = True) -> None:
     assert facts["empty"] == 0 and facts["n"] == len(CONVERSATIONS)
     assert facts["errors"] == [None] * 3
     assert all(isinstance(t, str) for t in facts["texts"])
@@ -37,6 +36,10 @@ def assert_contract(facts: dict, max_tokens: int = 8, counts_prompt: bool = True
     if counts_prompt:
         assert all(n > 0 for n in facts["tokens_in"])
     assert all(s >= 0 for s in facts["seconds"])
+    assert facts["mixed_errors"] == [None] * 3
+    if samples:  # an engine that samples (not replay, not a canned server) honours each request's settings
+        short, *others = facts["mixed_tokens_out"][1:2] + facts["mixed_tokens_out"][::2]
+        assert 0 < short <= 2 and all(0 < n <= max_tokens for n in others), facts["mixed_tokens_out"]
 
 
 # --- replay ----------------------------------------------------------------------------------------
@@ -56,7 +59,7 @@ def test_replay_by_id_serves_each_attempt_and_reports_missing_ones(tmp_path):
         "not an object",
     ])
     engine = ReplayEngine(path, ReplayOptions())
-    reqs = [Request("k", [{"role": "user", "content": "x"}], 0, query_id=query_id("s", qid, {}), attempt=a)
+    reqs = [Request("k", [{"role": "user", "content": "x"}], 0, SAMPLING, query_id=query_id("s", qid, {}), attempt=a)
             for qid, a in [("q0", 1), ("q0", 2), ("q1", 1), ("q1", 2), ("q1", 3), ("zz", 1)]]
     out = engine.generate(reqs)
     assert [c.text for c in out] == ["first", "second", "only", "then this", None, None]
@@ -71,7 +74,7 @@ def test_replay_by_text_reads_chat_exports(tmp_path):
                       {"role": "assistant", "content": "<think>x</think><answer>42</answer>"}]},
     ])
     engine = ReplayEngine(path, ReplayOptions(match="text"))
-    out = engine.generate([Request("k", CONVERSATIONS[0], 0, attempt=1)])
+    out = engine.generate([Request("k", CONVERSATIONS[0], 0, SAMPLING, attempt=1)])
     assert out[0].text == "<think>x</think><answer>42</answer>" and out[0].error is None
 
 
@@ -82,7 +85,7 @@ def test_replay_contract(tmp_path):
     for r in reqs:
         r.query_id = query_id("s", r.query_id, {})
     facts = contract_facts(engine, reqs)
-    assert_contract(facts, counts_prompt=False)
+    assert_contract(facts, counts_prompt=False, samples=False)
     assert facts["texts"] == ["r0", "r1", "r2"]
 
 
@@ -101,7 +104,7 @@ def test_replay_unreadable_or_empty_data_is_an_engine_error(tmp_path):
 def test_transformers_contract(tiny_model):
     from distill.engines.hf_engine import TransformersEngine, TransformersOptions
 
-    engine = TransformersEngine(str(tiny_model), TransformersOptions(batch_size=2), SAMPLING)
+    engine = TransformersEngine(str(tiny_model), TransformersOptions(batch_size=2))
     assert_contract(contract_facts(engine))
 
 
@@ -109,16 +112,14 @@ def test_transformers_missing_model_path_is_clear(tmp_path):
     from distill.engines.hf_engine import TransformersEngine, TransformersOptions
 
     with pytest.raises(EngineError, match="does not exist"):
-        TransformersEngine(str(tmp_path / "nope"), TransformersOptions(), SAMPLING)
+        TransformersEngine(str(tmp_path / "nope"), TransformersOptions())
 
 
 VLLM_CONTRACT = """
 import json, sys
-from distill.config import SamplingConfig
 from distill.engines.vllm_engine import VllmEngine
 from tests.engine_contract import contract_facts
-engine = VllmEngine(sys.argv[1], {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 256, "dtype": "float32"},
-                    SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=8, seed=0))
+engine = VllmEngine(sys.argv[1], {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 256, "dtype": "float32"})
 print(json.dumps(contract_facts(engine)))
 """
 
@@ -133,16 +134,20 @@ def test_vllm_contract(tiny_model):
 # --- OpenAI-compatible ---------------------------------------------------------------------------------
 
 def _openai(url, **options) -> OpenAIEngine:
-    return OpenAIEngine("m", OpenAIOptions(base_url=url, **{"backoff_s": 0.01, **options}), SAMPLING)
+    return OpenAIEngine("m", OpenAIOptions(base_url=url, **{"backoff_s": 0.01, **options}))
 
 
 def test_openai_contract_against_a_local_server():
     with FakeOpenAI() as server:
         facts = contract_facts(_openai(server.url))
-    assert_contract(facts)
+    assert_contract(facts, samples=False)  # the local server's replies are canned
     # requests go out concurrently, so they may arrive in any order
     body = next(s["body"] for s in server.seen if s["body"]["messages"] == CONVERSATIONS[0])
     assert body["model"] == "m" and body["max_tokens"] == 8 and body["seed"] == 7
+    # each request carries its own sampling: the mixed batch's short request asked for 2 greedy tokens
+    asked = sorted((s["body"]["max_tokens"], s["body"]["temperature"]) for s in server.seen
+                   if s["body"]["messages"] == CONVERSATIONS[1])
+    assert asked == [(2, 0.0), (8, 1.0), (8, 1.0)]
 
 
 def test_openai_retries_429_500_and_timeouts_then_succeeds():
@@ -219,7 +224,7 @@ def test_openai_contract_against_a_real_vllm_server(tiny_model):
                 break
             except OSError:
                 time.sleep(2)
-        engine = OpenAIEngine("tiny", OpenAIOptions(base_url=f"http://127.0.0.1:{port}/v1"), SAMPLING)
+        engine = OpenAIEngine("tiny", OpenAIOptions(base_url=f"http://127.0.0.1:{port}/v1"))
         assert_contract(contract_facts(engine))
     finally:
         server.terminate()
@@ -259,6 +264,8 @@ def test_one_in_process_model_per_worker(monkeypatch):
     monkeypatch.setattr(engines, "build_engine", lambda t: built.append(t.model) or Fake(t.engine, t.model))
     a = TeacherConfig("a", "vllm", "model-a")
     assert get_engine(a) is get_engine(a)
+    # sampling travels with each request: other settings reuse the loaded model
+    assert get_engine(TeacherConfig("a2", "vllm", "model-a", sampling=SamplingConfig(temperature=0.0))) is get_engine(a)
     get_engine(TeacherConfig("r", "replay", "data"))
     get_engine(TeacherConfig("b", "transformers", "model-b"))
     assert built == ["model-a", "data", "model-b"] and closed == ["model-a"]  # replay stays, model-a is freed

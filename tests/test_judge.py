@@ -68,7 +68,7 @@ ROW = {"category": "science", "query": "Why is the sky blue?", "reference_answer
 
 def test_science_judge_scores_ok_unreadable_infra_and_missing_answer():
     engine = Scripted(["Score: 7", "I like it", "ERROR:judge down"])
-    v = JudgeVerifier(Judge(engine, {"m": 1}), "reference")
+    v = JudgeVerifier(Judge(engine, {"m": 1}, SamplingConfig()), "reference")
     rows = [ROW, ROW, ROW, {**ROW, "response": "no tags at all"}]
     out = v.verify_many(rows)
     assert [(r.status, r.score) for r in out] == [("ok", 0.7), ("parse_error", 0.0), ("infra_error", 0.0),
@@ -81,7 +81,7 @@ def test_science_judge_scores_ok_unreadable_infra_and_missing_answer():
 
 def test_quality_judge_averages_the_rubric_and_sees_the_conversation():
     engine = Scripted(["Coherence: 10\nCorrectness: 9\nHelpfulness: 8"])
-    v = JudgeVerifier(Judge(engine, {"m": 1}), "quality")
+    v = JudgeVerifier(Judge(engine, {"m": 1}, SamplingConfig()), "quality")
     row = {"category": "multi_turn", "messages": [
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": "Plan my day"}], "response": "<think>x</think><answer>Wake, work.</answer>"}
@@ -92,12 +92,13 @@ def test_quality_judge_averages_the_rubric_and_sees_the_conversation():
 
 def test_science_without_a_reference_falls_back_to_the_rubric():
     engine = Scripted(["Coherence: 5\nCorrectness: 5\nHelpfulness: 5"])
-    (result,) = JudgeVerifier(Judge(engine, {}), "reference").verify_many([{**ROW, "reference_answer": None}])
+    judge = Judge(engine, {}, SamplingConfig())
+    (result,) = JudgeVerifier(judge, "reference").verify_many([{**ROW, "reference_answer": None}])
     assert result.score == 0.5 and result.detail["rubric"] == "quality"
 
 
 def test_hooks_for_math_and_ifeval():
-    judge = Judge(Scripted(["Verdict: yes", "no verdict", "Verdict: no"]), {})
+    judge = Judge(Scripted(["Verdict: yes", "no verdict", "Verdict: no"]), {}, SamplingConfig())
     assert judge.math_hook()("q", "1/2", "0.5") == (1.0, {})
     assert judge.math_hook()("q", "1/2", "0.7")[0] is None
     assert judge.instruction_hook()("x:y", "text", {"a": 1}) is False
@@ -111,9 +112,9 @@ def test_version_follows_the_judge_model():
 
 def test_a_judge_behind_an_openai_endpoint():
     with FakeOpenAI(["500"], reply="Thinking it over.\nScore: 9") as server:
-        engine = OpenAIEngine("judge", OpenAIOptions(base_url=server.url, backoff_s=0.01),
-                              SamplingConfig(temperature=0.0, max_tokens=64))
-        (result,) = JudgeVerifier(Judge(engine, {}), "reference").verify_many([ROW])
+        engine = OpenAIEngine("judge", OpenAIOptions(base_url=server.url, backoff_s=0.01))
+        judge = Judge(engine, {}, SamplingConfig(temperature=0.0, max_tokens=64))
+        (result,) = JudgeVerifier(judge, "reference").verify_many([ROW])
     assert (result.status, result.score, result.passed) == ("ok", 0.9, True)
     assert len(server.seen) == 2  # the 500 was retried
 

@@ -98,22 +98,24 @@ def build_engine(teacher: TeacherConfig) -> Engine:
     if teacher.engine == "vllm":
         from distill.engines.vllm_engine import VllmEngine
 
-        return VllmEngine(teacher.model, options, teacher.sampling)
+        return VllmEngine(teacher.model, options)
     if teacher.engine == "transformers":
         from distill.engines.hf_engine import TransformersEngine
 
-        return TransformersEngine(teacher.model, options, teacher.sampling)
+        return TransformersEngine(teacher.model, options)
     if teacher.engine == "openai":
         from distill.engines.openai_engine import OpenAIEngine
 
-        return OpenAIEngine(teacher.model, options, teacher.sampling)
+        return OpenAIEngine(teacher.model, options)
     from distill.engines.replay import ReplayEngine
 
     return ReplayEngine(teacher.model, options)
 
 
 def get_engine(teacher: TeacherConfig) -> Engine:
-    key = canonical_json([teacher.engine, teacher.model, teacher.engine_args, vars(teacher.sampling)])
+    """The loaded engine for the teacher's engine, model and engine_args. Sampling is not part of the key:
+    it travels with each request (`Request.sampling`), so new settings never reload a model."""
+    key = canonical_json([teacher.engine, teacher.model, teacher.engine_args])
     engine = _cache.get(key)
     if engine is None:
         if teacher.engine in IN_PROCESS:

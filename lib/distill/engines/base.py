@@ -11,12 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from distill.config import SamplingConfig
+
 
 @dataclass
 class Request:
     key: str  # stable identity, e.g. "<query_id>/<teacher>/<attempt>"; replay and logs use it
     messages: list[dict[str, str]]  # [{"role": ..., "content": ...}], system prompt included
     seed: int  # per attempt: a retried task reproduces the same attempt
+    # How to sample this request. It belongs to the request, not to the loaded engine: one loaded model
+    # serves a student's training-time and evaluation settings, or two temperatures, without reloading.
+    sampling: SamplingConfig
     # What replay matches on (the input's own id, and the query's text); other engines ignore them.
     query_id: str | None = None
     source_id: str | None = None

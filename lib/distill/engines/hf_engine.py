@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distill.engines.base import Completion, EngineError, Request
+from distill.ids import canonical_json
 
 
 @dataclass
@@ -25,13 +26,13 @@ class TransformersOptions:
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, model: str, options: TransformersOptions, sampling):
+    def __init__(self, model: str, options: TransformersOptions):
         if not Path(model).exists():
             raise EngineError(f"transformers: model path {model!r} does not exist (models are never downloaded)")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.torch, self.options, self.sampling = torch, options, sampling
+        self.torch, self.options = torch, options
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -40,7 +41,8 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(options.device).eval()
 
     def _batch(self, requests: Sequence[Request]) -> list[Completion]:
-        torch, s, tok = self.torch, self.sampling, self.tokenizer
+        """One generate() call: the requests share their sampling (see `generate`)."""
+        torch, s, tok = self.torch, requests[0].sampling, self.tokenizer
         texts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.options.device)
         sample = s.temperature > 0
@@ -65,15 +67,22 @@ class TransformersEngine:
         return completions
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        out: list[Completion] = []
+        # model.generate() takes one set of sampling settings: requests are batched with their like, in order.
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(canonical_json(vars(r.sampling)), []).append(i)
+        out: list[Completion | None] = [None] * len(requests)
         size = max(1, self.options.batch_size)
-        for i in range(0, len(requests), size):
-            batch = requests[i : i + size]
-            try:
-                out.extend(self._batch(batch))
-            except Exception as err:  # noqa: BLE001 - the batch fails as a whole; record, don't sink the task
-                out.extend(Completion(None, error=f"transformers: {type(err).__name__}: {str(err)[:300]}")
-                           for _ in batch)
+        for members in groups.values():
+            for start in range(0, len(members), size):
+                batch = members[start : start + size]
+                try:
+                    done = self._batch([requests[i] for i in batch])
+                except Exception as err:  # noqa: BLE001 - the batch fails as a whole; record, don't sink the task
+                    done = [Completion(None, error=f"transformers: {type(err).__name__}: {str(err)[:300]}")
+                            for _ in batch]
+                for i, completion in zip(batch, done, strict=True):
+                    out[i] = completion
         return out
 
     def close(self) -> None:

@@ -38,8 +38,8 @@ class OpenAIOptions:
 class OpenAIEngine:
     name = "openai"
 
-    def __init__(self, model: str, options: OpenAIOptions, sampling):
-        self.model, self.options, self.sampling = model, options, sampling
+    def __init__(self, model: str, options: OpenAIOptions):
+        self.model, self.options = model, options
         self.url = options.base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Content-Type": "application/json"}
         if options.api_key_env:
@@ -49,7 +49,7 @@ class OpenAIEngine:
             self.headers["Authorization"] = f"Bearer {key}"
 
     def _body(self, request: Request) -> dict:
-        s = self.sampling
+        s = request.sampling
         body = {"model": self.model, "messages": request.messages, "temperature": s.temperature, "top_p": s.top_p,
                 "max_tokens": s.max_tokens, "seed": request.seed, **s.extra}
         if s.top_k > 0:

@@ -23,7 +23,7 @@ from distill.engines.base import Completion, EngineError, Request
 class VllmEngine:
     name = "vllm"
 
-    def __init__(self, model: str, engine_args: dict, sampling):
+    def __init__(self, model: str, engine_args: dict):
         # In-process engine core: no spawned process (which would need a __main__ guard inside Spark's worker).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if "://" not in model and not Path(model).exists():
@@ -38,13 +38,14 @@ class VllmEngine:
             # sequence's whole prompt means no prompt is ever split.
             args.setdefault("max_num_seqs", 64)
             args["max_num_batched_tokens"] = args["max_model_len"] * args["max_num_seqs"]
-        self.sampling = sampling
-        self.llm = LLM(model=model, seed=sampling.seed, **args)
+        # Every request carries its own seed (Request.seed); the engine's seed only seeds what is left.
+        self.llm = LLM(model=model, **{"seed": 0, **args})
 
-    def _params(self, request: Request):
+    @staticmethod
+    def _params(request: Request):
         from vllm import SamplingParams
 
-        s = self.sampling
+        s = request.sampling
         return SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
                               stop=s.stop or None, seed=request.seed, **s.extra)
 

@@ -175,7 +175,7 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
                     seeds.append(seed)
                     requests.append(Request(key=f"{row.query_id}/{t.name}/{row.attempt}",
                                             messages=conversation(prompt, plain(row.messages)), seed=seed,
-                                            query_id=row.query_id, source_id=row.source_id,
+                                            sampling=t.sampling, query_id=row.query_id, source_id=row.source_id,
                                             attempt=int(row.attempt)))
                 done = engine.generate(requests)
                 rows = [{**{k: plain(getattr(row, k)) for k in VERIFY_INPUT[:-1]}, "response": c.text}

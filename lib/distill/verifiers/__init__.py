@@ -72,7 +72,8 @@ class Verifiers:
             from distill.engines import get_engine
             from distill.verifiers.judge import Judge
 
-            self._built["judge"] = Judge(get_engine(self.cfg.judge), judge_identity(self.cfg.judge))
+            self._built["judge"] = Judge(get_engine(self.cfg.judge), judge_identity(self.cfg.judge),
+                                        self.cfg.judge.sampling)
         return self._built["judge"]
 
     def _make(self, category: str):

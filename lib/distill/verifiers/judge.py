@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
+from distill.config import SamplingConfig
 from distill.engines.base import Engine, Request
 from distill.ids import canonical_json, stable_id
 from distill.response import answer_part
@@ -126,13 +127,14 @@ def judge_version(identity: dict) -> str:
 class Judge:
     """One judge engine and the prompts around it. `ask` returns the raw replies (None on engine failure)."""
 
-    def __init__(self, engine: Engine, identity: dict):
-        self.engine = engine
+    def __init__(self, engine: Engine, identity: dict, sampling: SamplingConfig):
+        self.engine, self.sampling = engine, sampling
         self.version = judge_version(identity)
 
     def ask(self, prompts: Sequence[str], keys: Sequence[str]) -> list[tuple[str | None, str | None]]:
         """[(reply, error)] per prompt. Seeds come from the keys, so re-asking gives the same reply."""
-        requests = [Request(key=k, messages=[{"role": "user", "content": p}], seed=int(stable_id(k)[:8], 16))
+        requests = [Request(key=k, messages=[{"role": "user", "content": p}], seed=int(stable_id(k)[:8], 16),
+                            sampling=self.sampling)
                     for p, k in zip(prompts, keys, strict=True)]
         return [(c.text, c.error) for c in self.engine.generate(requests)]
 
