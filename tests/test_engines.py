@@ -25,7 +25,6 @@ from tests.engine_contract import CONVERSATIONS, SAMPLING, contract_facts, reque
 from tests.fake_openai import FakeOpenAI
 
 
-
 def assert_contract(facts: dict, max_tokens: int = 8, counts_prompt: bool = True, samples: bool = True) -> None:
     assert facts["empty"] == 0 and facts["n"] == len(CONVERSATIONS)
     assert facts["errors"] == [None] * 3
@@ -265,7 +264,8 @@ def test_one_in_process_model_per_worker(monkeypatch):
     a = TeacherConfig("a", "vllm", "model-a")
     assert get_engine(a) is get_engine(a)
     # sampling travels with each request: other settings reuse the loaded model
-    assert get_engine(TeacherConfig("a2", "vllm", "model-a", sampling=SamplingConfig(temperature=0.0))) is get_engine(a)
+    greedy = TeacherConfig("a2", "vllm", "model-a", sampling=SamplingConfig(temperature=0.0))
+    assert get_engine(greedy) is get_engine(a)
     get_engine(TeacherConfig("r", "replay", "data"))
     get_engine(TeacherConfig("b", "transformers", "model-b"))
     assert built == ["model-a", "data", "model-b"] and closed == ["model-a"]  # replay stays, model-a is freed
