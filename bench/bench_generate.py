@@ -5,8 +5,11 @@
 1. Orchestration overhead: output tokens/s of the same prompts with the same tiny model and sampling
    (fixed output length: ignore_eos), through
      direct   `LLM.chat` in this process, the engine loaded and warmed up on the same prompts;
-     spark    the generate stage (mapInPandas, one partition, the engine cached in the reused Python
-              workers: untimed passes load and warm it), staged to Parquet as the job does.
+     spark    the generate stage (mapInPandas, the engine cached in the reused Python workers: untimed
+              passes load and warm it), staged to Parquet as the job does, with one partition per core
+              (--partitions), as the job runs: Spark gives each Python worker one OpenMP thread
+              (OMP_NUM_THREADS = spark.task.cpus), so one partition would leave a core idle that the
+              direct path uses.
    The goal is spark/direct >= 0.9 once the JVM and the engine are up. `evaluate` generates its samples
    through this very stage (generation.run_rounds -> stages.generate.generate, a FixedSamples rule in
    place of UntilAccepted), so the ratio is also evaluation's generation against direct vLLM.
@@ -52,7 +55,7 @@ def direct(model: str, convs, sampling) -> tuple[float, int]:
     return elapsed, sum(c.tokens_out for c in out)
 
 
-def through_spark(model: str, convs, sampling, work: Path) -> tuple[float, int]:
+def through_spark(model: str, convs, sampling, work: Path, partitions: int) -> tuple[float, int]:
     from distill.config import TeacherConfig, VerifyConfig, load_config
     from distill.spark import get_spark
     from distill.stages import generate as st
@@ -68,7 +71,7 @@ def through_spark(model: str, convs, sampling, work: Path) -> tuple[float, int]:
                                         "test_cases string, constraints string, attempt int")
     teacher = TeacherConfig("t", "vllm", model, ENGINE_ARGS, sampling, system_prompt="")
     spec = st.VerifySpec(json.dumps(dataclasses.asdict(VerifyConfig())), {}, 1, ())  # no inline verification
-    out = st.generate(pairs, teacher, batch_size=len(rows), partitions=1, verify=spec)
+    out = st.generate(pairs, teacher, batch_size=len(rows), partitions=partitions, verify=spec)
     out.limit(4).write.mode("overwrite").parquet(str(work / "warm"))  # loads the engine in the worker
     out.write.mode("overwrite").parquet(str(work / "warm2"))  # and runs every prompt once (vLLM warm-up)
     start = time.perf_counter()
@@ -117,6 +120,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--partitions", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
     from distill.config import SamplingConfig
@@ -128,8 +132,9 @@ def main() -> None:
                               extra={"ignore_eos": True})
     convs = prompts(args.prompts)
     d_time, d_tokens = direct(model, convs, sampling)
-    s_time, s_tokens = through_spark(model, convs, sampling, work)
-    print(f"\n{args.prompts} prompts x {args.max_tokens} output tokens, tiny Qwen2 on CPU")
+    s_time, s_tokens = through_spark(model, convs, sampling, work, args.partitions)
+    print(f"\n{args.prompts} prompts x {args.max_tokens} output tokens, tiny Qwen2 on CPU, "
+          f"{os.cpu_count()} cores, {args.partitions} partitions")
     print(f"{'path':<10}{'seconds':>10}{'tokens':>10}{'tokens/s':>12}")
     print(f"{'direct':<10}{d_time:>10.2f}{d_tokens:>10}{d_tokens / d_time:>12.1f}")
     print(f"{'spark':<10}{s_time:>10.2f}{s_tokens:>10}{s_tokens / s_time:>12.1f}")

@@ -8,6 +8,7 @@ import sys
 
 HELP = 'run Spark SQL over the tables: sql "SELECT category, count(*) FROM queries GROUP BY 1"'
 RECORD = False
+WARM = True  # runs on `serve`'s warm session when one is up for this warehouse (distill.serve)
 
 
 def add_arguments(parser) -> None:
@@ -20,7 +21,8 @@ def _cell(value):
     if value is None:
         return ""
     if isinstance(value, (list, dict)) or hasattr(value, "asDict"):
-        return json.dumps(_plain(value), ensure_ascii=False, default=str)
+        # keys sorted: a map's order is not part of its value (and classic Spark and Spark Connect differ in it)
+        return json.dumps(_plain(value), ensure_ascii=False, default=str, sort_keys=True)
     return value
 
 

@@ -18,7 +18,7 @@ SAMPLE_LINES = sum(1 for line in (ROOT / "data/sample/queries.jsonl").read_bytes
 def test_cli_help_lists_the_jobs():
     done = run_subprocess([venv_bin("distill"), "--help"], timeout=120)
     assert done.returncode == 0
-    for job in ("pipeline", "ingest", "prepare", "generate", "score", "curate", "export", "sql", "verify"):
+    for job in ("pipeline", "ingest", "prepare", "generate", "score", "curate", "export", "sql", "serve", "verify"):
         assert f"    {job}" in done.stdout
 
 

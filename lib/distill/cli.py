@@ -17,6 +17,7 @@ import sys
 from distill.config import ConfigError, load_config
 
 DEFAULT_CONF = "conf/local.yaml"
+WARM_MISS = 75  # DISTILL_WARM_ONLY set and no server for this warehouse: the caller takes the cold path
 
 
 def _job_modules() -> dict:
@@ -69,8 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     module = modules[args.job]
     if not getattr(module, "SPARK", True):  # plain-Python commands (verify) start no JVM
         return _run_job(module, None, cfg, args)
+    if getattr(module, "WARM", False):  # sql: a warm session from `serve`, when one runs for this warehouse
+        from distill import serve
+
+        url = serve.find(cfg)
+        if url is not None:
+            return _run_job(module, serve.connect(url), cfg, args)
+        if os.environ.get("DISTILL_WARM_ONLY"):
+            return WARM_MISS
     try:
-        spark = get_spark(cfg)
+        spark = get_spark(cfg, module.spark_settings(args) if hasattr(module, "spark_settings") else None)
     except Exception as err:  # noqa: BLE001 - e.g. no Java, no Delta jars: say so without a traceback
         print(f"distill: cannot start Spark: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

@@ -77,12 +77,12 @@ def _spark_value(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def get_spark(cfg: Config):
-    """Start (or return) the session for `cfg`."""
+def get_spark(cfg: Config, extra: dict[str, str] | None = None):
+    """Start (or return) the session for `cfg`; `extra` settings go on top of the config's (serve's plugin)."""
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    settings = default_settings(cfg)
+    settings = {**default_settings(cfg), **(extra or {})}
     # pyspark takes the workers' interpreter from this variable, not from spark.pyspark.python.
     os.environ.setdefault("PYSPARK_PYTHON", settings.get("spark.pyspark.python", sys.executable))
     # pandas-on-Spark (used by pyspark.testing) wants this set before the JVM starts.
@@ -100,11 +100,17 @@ def get_spark(cfg: Config):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("DISTILL_SPARK_LOG_LEVEL", "WARN"))
-    # pyspark logs every failed DataFrame call as a multi-kilobyte JSON record; the CLI reports the error itself.
+    quiet_query_loggers()
+    return spark
+
+
+def quiet_query_loggers() -> None:
+    """pyspark logs every failed DataFrame call or SQL query as a multi-kilobyte JSON record (on stdout under
+    spark-submit); the CLI reports the error itself."""
     import logging
 
-    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
-    return spark
+    for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def remove_path(spark, path: str) -> None:

@@ -304,11 +304,32 @@ def register_tables(spark, cfg: Config) -> list[str]:
     """Make every existing table of the warehouse queryable by its name; return the names."""
     from delta.tables import DeltaTable
 
+    from distill.serve import is_remote
+
+    if is_remote(spark):
+        return _register_on_server(spark, cfg)
     found = []
     for name in TABLES:
         path = table_path(cfg, name)
         if DeltaTable.isDeltaTable(spark, path):
             _register(spark, name, path)
+            found.append(name)
+    return found
+
+
+def _register_on_server(spark, cfg: Config) -> list[str]:
+    """register_tables over Spark Connect (`distill.serve`): the server's catalog is shared by its sessions
+    and already holds the tables it found at start; a table made since is added. The warehouse is local
+    (only a local one is served), so existence is a look at the folder, not a JVM call."""
+    from pathlib import Path
+
+    have = {r.tableName for r in spark.sql("SHOW TABLES").collect()}
+    found = []
+    for name in TABLES:
+        path = table_path(cfg, name)
+        if (Path(path) / "_delta_log").is_dir():
+            if name not in have:
+                spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
             found.append(name)
     return found
 
