@@ -39,10 +39,13 @@ def submit_sql(sets: list[str], query: str, **kw) -> subprocess.CompletedProcess
     return run_subprocess([str(ROOT / "submit.sh"), "sql", query, "--csv", *sets], timeout=600, **kw)
 
 
-def no_java_env() -> dict:
-    """An environment in which no JVM can start: a cold `sql` fails in it, a warm one does not need one."""
-    path = [p for p in os.environ["PATH"].split(os.pathsep) if not (p and os.path.exists(os.path.join(p, "java")))]
-    return {"PATH": os.pathsep.join(path), "JAVA_HOME": "/nonexistent"}
+def no_java_env(folder) -> dict:
+    """An environment in which no JVM can start (a cold `sql` fails in it; a warm one does not need one):
+    JAVA_HOME names nothing, and the first `java` on PATH only fails."""
+    stub = folder / "java"
+    stub.write_text("#!/bin/sh\necho 'no JVM here' >&2\nexit 127\n")
+    stub.chmod(0o755)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "JAVA_HOME": str(folder / "no-such-jdk")}
 
 
 def test_find_names_only_a_live_server_of_this_warehouse(tmp_path):
@@ -81,8 +84,10 @@ def test_sql_on_a_warm_server_prints_what_the_cold_path_prints(sample_run, capsy
     home = sample_run.copy(tmp_path, tables=("queries", "attempts", "runs"))
     sets = sample_run.sets(home)
     before = {q: cold(capsys, sets, q) for q in [*QUERIES, BAD]}
+    sft_count = cold(capsys, sample_run.sets(), "SELECT count(*) FROM sft")  # the table copied in later
     assert all(before[q][0] == 0 for q in QUERIES)
 
+    nojvm = no_java_env(tmp_path)
     state = home / "warehouse" / STATE
     server = subprocess.Popen([str(ROOT / "submit.sh"), "serve", "--port", str(free_port()), *sets], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -95,24 +100,20 @@ def test_sql_on_a_warm_server_prints_what_the_cold_path_prints(sample_run, capsy
         assert json.loads(state.read_text())["warehouse"] == str(home / "warehouse")
 
         for query in QUERIES:
-            warm = submit_sql(sets, query, env=no_java_env())
+            warm = submit_sql(sets, query, env=nojvm)
             assert (warm.returncode, warm.stdout) == before[query][:2], (query, warm.stderr[-2000:])
-        bad = submit_sql(sets, BAD, env=no_java_env())
+        bad = submit_sql(sets, BAD, env=nojvm)
         rc, _, err = before[BAD]
         assert bad.returncode == rc == 1 and bad.stdout == ""
         assert bad.stderr.splitlines()[0] == err.splitlines()[0]  # distill: sql failed: AnalysisException: ...
 
         # a table made after the server started (the next job's output) is found by name
         shutil.copytree(sample_run.warehouse / "sft", home / "warehouse" / "sft")
-        made_later = submit_sql(sets, "SELECT count(*) FROM sft", env=no_java_env())
-        expected = cold(capsys, sets, "SELECT count(*) FROM sft")
-        assert (made_later.returncode, made_later.stdout) == expected[:2] and expected[0] == 0
+        made_later = submit_sql(sets, "SELECT count(*) FROM sft", env=nojvm)
+        assert (made_later.returncode, made_later.stdout) == sft_count[:2] and sft_count[0] == 0
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         out, err = server.communicate(timeout=120)
     assert "serve stopped" in out, err[-2000:]
-    assert not state.exists()  # the state file goes with the server
-
-    # no server: `submit.sh sql` starts its own session again
-    again = submit_sql(sets, QUERIES[0])
-    assert (again.returncode, again.stdout) == before[QUERIES[0]][:2], again.stderr[-2000:]
+    assert not state.exists()  # the state file goes with the server: `sql` takes its cold path again
+    assert submit_sql(sets, QUERIES[0], env=nojvm).returncode != 0  # which needs a JVM: the warm one did not

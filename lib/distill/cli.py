@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     module = modules[args.job]
     if not getattr(module, "SPARK", True):  # plain-Python commands (verify) start no JVM
         return _run_job(module, None, cfg, args)
-    if getattr(module, "WARM", False):  # sql: a warm session from `serve`, when one runs for this warehouse
+    if getattr(module, "WARM", False) and not _has_local_session():
+        # sql: a warm session from `serve`, when one runs for this warehouse
         from distill import serve
 
         url = serve.find(cfg)
@@ -84,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill: cannot start Spark: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return _run_job(module, spark, cfg, args)
+
+
+def _has_local_session() -> bool:
+    """A classic Spark session already runs in this process (a notebook, a test): use it, not a server."""
+    if "pyspark" not in sys.modules:
+        return False
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context is not None
 
 
 def _run_job(module, spark, cfg, args) -> int:
