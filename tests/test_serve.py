@@ -75,6 +75,8 @@ def test_warm_only_without_a_server_exits_75_before_spark_starts(tmp_path, monke
     from distill.cli import WARM_MISS
 
     monkeypatch.setenv("DISTILL_WARM_ONLY", "1")
+    # as in `submit.sh sql`'s own process, where no Spark session runs (this test process may hold one)
+    monkeypatch.setattr("distill.cli._has_local_session", lambda: False)
     monkeypatch.setattr("distill.spark.get_spark", lambda *a, **k: pytest.fail("started Spark"))
     assert run_cli("sql", "SELECT 1", "--set", f"warehouse={tmp_path}") == WARM_MISS == 75
 
