@@ -85,8 +85,8 @@ def main() -> None:
                                   ("1 process x 2 threads", 1, 2)):
         out = work / f"run-{procs}-{threads}"
         out.mkdir()
-        launch(spark, {**base, "num_proc": procs, "threads": threads, "student": str(model), "data": str(data),
-                       "out_dir": str(out)})
+        launch(spark, [{**base, "num_proc": procs, "threads": threads, "student": str(model), "data": str(data),
+                        "out_dir": str(out)}])
         steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][2:]
         rate = sum(s["tokens"] for s in steps) / sum(s["seconds"] for s in steps)
         results[label] = rate

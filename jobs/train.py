@@ -13,8 +13,9 @@ on `train.teachers`) starts from the same base model `train.student` and gets th
    `train.max_len` tokens (stages/train.py). The set is keyed by what it is made of (the rows' content,
    teachers, tokenizer, max_len, packer version): a re-run with the same inputs reuses it.
 2. train: `train.num_proc` workers run distill.training.loop.train, launched from Spark
-   (distill.training.launch). The run folder is keyed by the set, the base model and the recipe: a re-run
-   resumes from its newest checkpoint, and one that finished does nothing.
+   (distill.training.launch): every student that is not trained yet, one after another in one launch. The
+   run folder is keyed by the set, the base model and the recipe: a re-run resumes from its newest
+   checkpoint, and one that finished does nothing.
 3. record: every step's metrics into `train_metrics`, the totals into `runs` (train.<student>.* and their
    sums train.*), and the student into `students` (teachers, sft version, keys, model path), where
    `evaluate` finds it by name.
@@ -65,11 +66,30 @@ def run(spark, cfg, args, rec) -> None:
     students = [(st_.name, st_.teachers) for st_ in t.students] or [
         (t.name, t.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect()))]
     recorded = {n: (r["train_key"], r["model_path"]) for n, r in rows_by_key(spark, cfg, "students").items()}
-    trained = []
-    for name, teachers in students:
-        student = _train_student(spark, cfg, rec, sft, version, Path(root), name, teachers)
-        if recorded.get(name) != (student["train_key"], student["model_path"]):
-            trained.append(student)
+    planned = [_plan_student(spark, cfg, rec, sft, version, Path(root), name, teachers) for name, teachers in students]
+    todo = [p for p in planned if not (Path(p["spec"]["out_dir"]) / "model" / "config.json").is_file()]
+    for p in planned:
+        if p not in todo:
+            print(f"train: {p['row']['student']}: {p['spec']['out_dir']}/model is already trained; nothing to do")
+    results = {}
+    if todo:
+        from distill.training.launch import launch
+
+        with rec.step("train"):  # every student in one launch: starting the workers is paid once
+            results = dict(zip([p["row"]["student"] for p in todo], launch(spark, [p["spec"] for p in todo]),
+                               strict=True))
+    steps, trained = [], []
+    for p in planned:
+        row = p["row"]
+        steps += _record(rec, row["student"], Path(p["spec"]["out_dir"]), row["train_key"],
+                         results.get(row["student"], {"start_step": None}))
+        print(f"train: {row['student']}: the trained student is {row['model_path']}")
+        if recorded.get(row["student"]) != (row["train_key"], row["model_path"]):
+            trained.append(row)
+    ensure_table(spark, cfg, "train_metrics")
+    if steps:  # steps already there are kept
+        df = spark.createDataFrame(steps).withColumn("run_id", F.lit(rec.run_id))
+        rec.wrote("train_metrics", merge_new(spark, cfg, "train_metrics", df)["version"])
     if trained:
         df = spark.createDataFrame(trained, STUDENT_ROW).withColumn("run_id", F.lit(rec.run_id)).withColumn(
             "trained_at", F.current_timestamp())
@@ -80,8 +100,8 @@ STUDENT_ROW = ("student string, teachers array<string>, sft_version long, set_ke
                "base_model string, model_path string, samples long")
 
 
-def _train_student(spark, cfg, rec, sft, version: int, root: Path, name: str, teachers: list[str]) -> dict:
-    """Pack, train and record one student; returns its `students` row."""
+def _plan_student(spark, cfg, rec, sft, version: int, root: Path, name: str, teachers: list[str]) -> dict:
+    """Pack one student's set; returns its training run (`spec`) and its `students` row (`row`)."""
     t = cfg.train
     base = root / name
     # keyed by content, not by the sft version: a pipeline re-run that changes no row must not train again
@@ -110,19 +130,10 @@ def _train_student(spark, cfg, rec, sft, version: int, root: Path, name: str, te
     out.mkdir(parents=True, exist_ok=True)
     spec = {**dataclasses.asdict(t), "student": str(Path(t.student).resolve()), "data": str(data / "train.arrow"),
             "out_dir": str(out)}
-    with rec.step(f"train {name}"):
-        if (out / "model" / "config.json").is_file():
-            print(f"train: {name}: {out / 'model'} is already trained; nothing to do")
-            result = {"start_step": None}
-        else:
-            from distill.training.launch import launch
-
-            result = launch(spark, spec)
-    _record(spark, cfg, rec, name, out, train_key, result)
-    print(f"train: {name}: the trained student is {out / 'model'}")
-    return {"student": name, "teachers": list(teachers), "sft_version": int(version), "set_key": set_key,
-            "train_key": train_key, "base_model": str(Path(t.student).resolve()), "model_path": str(out / "model"),
-            "samples": int(manifest["samples"])}
+    return {"spec": spec, "row": {
+        "student": name, "teachers": list(teachers), "sft_version": int(version), "set_key": set_key,
+        "train_key": train_key, "base_model": str(Path(t.student).resolve()), "model_path": str(out / "model"),
+        "samples": int(manifest["samples"])}}
 
 
 def _pack(spark, cfg, rows, n: int, teachers, version, data: Path) -> None:
@@ -164,16 +175,11 @@ def _pack(spark, cfg, rows, n: int, teachers, version, data: Path) -> None:
     partial.rename(data)
 
 
-def _record(spark, cfg, rec, name: str, out: Path, train_key: str, result: dict) -> None:
-    """Steps from metrics.jsonl into `train_metrics` (steps already there are kept), totals into `runs`
-    (train.<student>.* and their sums over the students, train.*)."""
+def _record(rec, name: str, out: Path, train_key: str, result: dict) -> list[dict]:
+    """Totals into `runs` (train.<student>.* and their sums over the students, train.*); returns the steps
+    from metrics.jsonl, with their train_key, for `train_metrics`."""
     path = out / "metrics.jsonl"
     steps = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
-    ensure_table(spark, cfg, "train_metrics")
-    if steps:
-        df = spark.createDataFrame(steps).withColumn("train_key", F.lit(train_key)).withColumn(
-            "run_id", F.lit(rec.run_id))
-        rec.wrote("train_metrics", merge_new(spark, cfg, "train_metrics", df)["version"])
     ran = [s for s in steps if result.get("start_step") is not None and s["step"] > result["start_step"]]
     for prefix in (f"train.{name}.", "train."):
         rec.count(f"{prefix}steps", len(steps))
@@ -185,3 +191,4 @@ def _record(spark, cfg, rec, name: str, out: Path, train_key: str, result: dict)
         rec.timings[f"train.{name}.tokens_per_s"] = round(rate, 1)
         print(f"train: {name}: {len(ran)} steps, loss {ran[0]['loss']:.4f} -> {ran[-1]['loss']:.4f}, "
               f"{rate:,.0f} tokens/s")
+    return [{**s, "train_key": train_key} for s in steps]

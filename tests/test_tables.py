@@ -86,3 +86,16 @@ def test_a_table_made_without_constraints_gets_them(spark, cfg):
     assert props["delta.enableChangeDataFeed"] == "true"
     with pytest.raises(Exception, match="verify_score_range"):
         merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q2", score=-0.1)]))
+
+
+def test_a_table_removed_after_a_write_is_made_again_with_its_constraints(spark, cfg):
+    """ensure_table remembers the tables it made in this process; one removed since must not look present."""
+    import shutil
+
+    merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q1")]))
+    shutil.rmtree(table_path(cfg, "attempts"))
+    merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q2")]))
+    rows = spark.read.format("delta").load(table_path(cfg, "attempts")).select("query_id").collect()
+    assert [r[0] for r in rows] == ["q2"]
+    with pytest.raises(Exception, match="verify_score_range"):
+        merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q3", score=1.5)]))

@@ -66,7 +66,7 @@ def test_two_cpu_workers_overfit_a_small_set(spark, tiny_model, packed, tmp_path
 
     out = tmp_path / "run"
     out.mkdir()
-    result = launch(spark, spec_for(tiny_model, packed, out, launcher=launcher))
+    (result,) = launch(spark, [spec_for(tiny_model, packed, out, launcher=launcher)])
     assert result["start_step"] == 0 and result["steps"] == 24
     steps = metrics(out)
     assert [s["step"] for s in steps] == list(range(1, 25))
@@ -80,7 +80,7 @@ def test_two_cpu_workers_overfit_a_small_set(spark, tiny_model, packed, tmp_path
 @pytest.mark.parametrize("launcher", ["horovod", "torch_distributor"])
 def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed, tmp_path, launcher):
     """Both workers die (exit 137) after step 12; the re-run starts at the step-10 checkpoint and ends with
-    the same weights as a run that was never interrupted."""
+    the same weights as a run that was never interrupted (made second in a launch of two runs)."""
     import torch
     from distill.training.launch import launch
     from safetensors.torch import load_file
@@ -94,15 +94,19 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
     os.environ["DISTILL_CRASH_AT"] = "train.step:12"
     try:
         with pytest.raises(Exception):  # noqa: B017 - horovod reports the lost workers in its own way
-            launch(spark, spec)
+            launch(spark, [spec])
     finally:
         del os.environ["DISTILL_CRASH_AT"]
     assert [s["step"] for s in metrics(killed)] == list(range(1, 13))
     assert not (killed / "model").exists()
-    result = launch(spark, spec)
+    (result,) = launch(spark, [spec])
     assert result["start_step"] == 10
     assert [s["step"] for s in metrics(killed)] == list(range(1, 17))  # steps 11-12 trained again, once each
-    launch(spark, {**spec, "out_dir": str(clean)})
+    # the clean run second in a launch after another run: one launch's runs do not touch each other
+    first = tmp_path / "first"
+    first.mkdir()
+    launch(spark, [{**spec, "out_dir": str(first), "max_steps": 2, "seed": 7}, {**spec, "out_dir": str(clean)}])
+    assert [s["step"] for s in metrics(first)] == [1, 2]
     a, b = load_file(killed / "model" / "model.safetensors"), load_file(clean / "model" / "model.safetensors")
     assert [round(s["loss"], 5) for s in metrics(killed)] == [round(s["loss"], 5) for s in metrics(clean)]
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -118,7 +118,7 @@ class RunRecorder:
 
     def _write(self, status: str, error: str | None) -> None:
         from distill import tables
-        from distill.tables import TABLES, merge_new
+        from distill.tables import TABLES, append_new
 
         if tables.conflict_retries > self._conflicts_before:  # writes redone after another job's commit
             self.counts["conflict_retries"] = tables.conflict_retries - self._conflicts_before
@@ -140,5 +140,4 @@ class RunRecorder:
             "table_versions": self.table_versions,
             "error": error,
         }
-        df = self.spark.createDataFrame([row], TABLES["runs"].ddl)
-        merge_new(self.spark, self.cfg, "runs", df)
+        append_new(self.spark, self.cfg, "runs", self.spark.createDataFrame([row], TABLES["runs"].ddl))

@@ -2,7 +2,8 @@
 
 Every table lives at `<warehouse>/<name>` and is registered under its bare name in the session
 catalog, so users query `queries`, `runs`, ... with SQL. Jobs write only through `merge_new`
-(insert rows whose key is not there yet: re-runs and retried tasks cannot duplicate),
+(insert rows whose key is not there yet: re-runs and retried tasks cannot duplicate; `append_new` where
+the key is new by construction),
 `merge_update` (set re-decided columns, such as a query's status, by key), `merge_replace` and
 `merge_mirror` (keep a derived table's keys equal to its source's).
 """
@@ -234,21 +235,39 @@ def table_path(cfg: Config, name: str) -> str:
 
 
 def ensure_table(spark, cfg: Config, name: str):
-    """Create the table if it does not exist, register its name, and return a DeltaTable."""
+    """Create the table if it does not exist, register its name, and return a DeltaTable.
+
+    Once per process and table it is created or checked; later calls only open it (a table removed since,
+    as tests do, is made again)."""
     from delta.tables import DeltaTable
 
     table, path = TABLES[name], table_path(cfg, name)
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(_schema(spark, table.ddl))
-    # Constraints and the change feed are part of the table's first commit, so no writer ever sees the
-    # table without them (Delta keeps a CHECK constraint as the property delta.constraints.<name>).
-    for key, value in _properties(table).items():
-        builder = builder.property(key, value)
-    # two jobs creating it at once: the later one finds the other's
-    _retry_on_conflict(name, builder.comment(table.comment).execute)
+    if (id(spark), path) in _ensured:
+        try:
+            return DeltaTable.forPath(spark, path)
+        except Exception as err:  # noqa: BLE001 - AnalysisException: no table there any more
+            if "DELTA_MISSING_DELTA_TABLE" not in str(err) and "is not a Delta table" not in str(err):
+                raise
+            _ensured.discard((id(spark), path))
+    existed = DeltaTable.isDeltaTable(spark, path)
+    if not existed:
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(_schema(spark, table.ddl))
+        # Constraints and the change feed are part of the table's first commit, so no writer ever sees the
+        # table without them (Delta keeps a CHECK constraint as the property delta.constraints.<name>).
+        for key, value in _properties(table).items():
+            builder = builder.property(key, value)
+        # two jobs creating it at once: the later one finds the other's
+        _retry_on_conflict(name, builder.comment(table.comment).execute)
     _register(spark, name, path)
     target = DeltaTable.forPath(spark, path)
-    _upgrade(spark, table, path, target)
+    if existed:  # made by this code just now, it has what _upgrade would add
+        _upgrade(spark, table, path, target)
+    _ensured.add((id(spark), path))
     return target
+
+
+# (session, table path) that ensure_table created or checked in this process
+_ensured: set[tuple[int, str]] = set()
 
 
 def _properties(table: Table) -> dict[str, str]:
@@ -258,21 +277,16 @@ def _properties(table: Table) -> dict[str, str]:
     return props
 
 
-_upgraded: set[tuple[int, str]] = set()
-
-
 def _upgrade(spark, table: Table, path: str, target) -> None:
     """Give a table made by an older version of this code the constraints and properties it lacks (once per
-    process). ADD CONSTRAINT checks the rows already there: a violating row stops the job with Delta's error."""
-    if (id(spark), path) in _upgraded:
-        return
+    process: ensure_table's). ADD CONSTRAINT checks the rows already there: a violating row stops the job with
+    Delta's error."""
     have = target.detail().first()["properties"] or {}
     for name, cond in table.checks.items():
         if f"delta.constraints.{name.lower()}" not in have:
             spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({cond})")
     if table.change_feed and have.get("delta.enableChangeDataFeed") != "true":
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
-    _upgraded.add((id(spark), path))
 
 
 # name -> location registered in this process's session catalog (in-memory: it lives as long as the session)
@@ -391,6 +405,13 @@ def merge_new(spark, cfg: Config, name: str, df) -> dict:
     _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(keys))
                        .whenNotMatchedInsertAll().execute())
     return last_operation(target)
+
+
+def append_new(spark, cfg: Config, name: str, df) -> None:
+    """Append rows whose key is new by construction (a `runs` row's fresh run_id): one commit, like
+    merge_new, without its scan of the rows already there (`runs` gains a file with every job run)."""
+    ensure_table(spark, cfg, name)
+    _align(df, _schema(spark, TABLES[name].ddl)).write.format("delta").mode("append").save(table_path(cfg, name))
 
 
 def _align(df, schema):

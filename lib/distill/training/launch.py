@@ -11,28 +11,44 @@ from __future__ import annotations
 import os
 import sys
 
+# The settings every run of one launch shares: they decide the workers and their process group.
+LAUNCH_KEYS = ("launcher", "num_proc", "use_gpu")
 
-def run_worker(spec: dict) -> dict:
-    """The function each worker runs (importable, so cloudpickle ships a reference, not the code)."""
+
+def run_worker(specs: list[dict]) -> list[dict]:
+    """The function each worker runs (importable, so cloudpickle ships a reference, not the code): the runs
+    in order, in one process group."""
+    from distill.training.backends import BACKENDS
     from distill.training.loop import train
 
-    return train(spec)
+    backend = BACKENDS[specs[0]["launcher"]](specs[0]["use_gpu"])
+    results = [train(spec, backend) for spec in specs]
+    backend.close()
+    return results
 
 
-def launch(spark, spec: dict) -> dict:
-    """Run training; returns rank 0's result."""
-    if spec["launcher"] == "horovod":
+def launch(spark, specs: list[dict]) -> list[dict]:
+    """Run the training runs `specs` one after another in one launch; returns rank 0's results, in order.
+
+    One launch for several runs (train's students): starting the workers (Horovod's task services and
+    rendezvous, each process importing torch) costs more than training a small student, and is paid once."""
+    if not specs:
+        return []
+    shared = {k: specs[0][k] for k in LAUNCH_KEYS}
+    if any({k: s[k] for k in LAUNCH_KEYS} != shared for s in specs):
+        raise ValueError(f"one launch needs the same {', '.join(LAUNCH_KEYS)} for every run")
+    if shared["launcher"] == "horovod":
         import horovod.spark
 
-        results = horovod.spark.run(run_worker, args=(spec,), num_proc=spec["num_proc"], use_gloo=True,
+        results = horovod.spark.run(run_worker, args=(specs,), num_proc=shared["num_proc"], use_gloo=True,
                                     verbose=0, executable=sys.executable, stdout=sys.stdout, stderr=sys.stderr,
                                     env=_worker_env(spark))
         return results[0]
     from pyspark.ml.torch.distributor import TorchDistributor
 
     local = spark.sparkContext.master.startswith("local")
-    return TorchDistributor(num_processes=spec["num_proc"], local_mode=local, use_gpu=spec["use_gpu"]).run(
-        run_worker, spec)
+    return TorchDistributor(num_processes=shared["num_proc"], local_mode=local, use_gpu=shared["use_gpu"]).run(
+        run_worker, specs)
 
 
 def _worker_env(spark) -> dict:

@@ -1,6 +1,6 @@
 """The training function every worker runs, whichever launcher started it (see backends.py, launch.py).
 
-    train(spec) -> {"rank", "start_step", "steps", "final_loss"}
+    train(spec, backend) -> {"rank", "start_step", "steps", "final_loss"}
 
 `spec` is plain JSON (TrainConfig's fields plus `data`, `out_dir`, `student`), so it crosses process
 boundaries as is. The loop:
@@ -130,15 +130,13 @@ def token_loss_sum(model, ids, labels, pos, autocast):
                            ignore_index=IGNORE, reduction="sum")
 
 
-def train(spec: dict) -> dict:
+def train(spec: dict, backend) -> dict:
+    """One training run in the process group `backend` (launch.run_worker's; it closes it)."""
     import contextlib
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.training.backends import BACKENDS
-
-    backend = BACKENDS[spec["launcher"]](spec["use_gpu"])
     rank, world = backend.rank, backend.size
     torch.set_num_threads(spec["threads"] or max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(spec["seed"])
@@ -205,7 +203,6 @@ def train(spec: dict) -> dict:
     if start < plan.total_steps or not (out / "model" / "config.json").exists():
         _save_model(backend, model, optimizer, tokenizer, spec["student"], out / "model")
     backend.barrier()
-    backend.close()
     return {"rank": rank, "start_step": start, "steps": plan.total_steps, "final_loss": loss}
 
 
