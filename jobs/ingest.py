@@ -11,7 +11,7 @@ import os
 from distill.config import SourceConfig
 from distill.readers import list_files
 from distill.stages.ingest import file_tasks, parse_files, split_parsed
-from distill.tables import merge_new, table_path
+from distill.tables import ensure_table, merge_new, table_path
 from pyspark.sql import functions as F
 
 HELP = "read JSONL/Parquet sources into `queries`; bad lines go to `quarantine` with a reason"
@@ -64,10 +64,12 @@ def run(spark, cfg, args, rec) -> None:
 
     with rec.step("write"):
         new = queries.filter(F.col("outcome") == "inserted").drop("outcome")
-        metrics = merge_new(spark, cfg, "queries", new)
-        rec.wrote("queries", metrics["version"])
-        metrics = merge_new(spark, cfg, "quarantine", quarantine.drop("outcome"))
-        rec.wrote("quarantine", metrics["version"])
+        for name, df, n in (("queries", new, rec.counts.get("inserted", 0)),
+                            ("quarantine", quarantine.drop("outcome"), rec.counts.get("quarantined", 0))):
+            if n:
+                rec.wrote(name, merge_new(spark, cfg, name, df)["version"])
+            else:  # nothing to add (a re-run): the table exists for queries, no MERGE reads it for nothing
+                ensure_table(spark, cfg, name)
     for df in (parsed, queries, quarantine):
         df.unpersist()
     c = rec.counts

@@ -70,9 +70,10 @@ def run(spark, cfg, args, rec) -> None:
     local = {}
     with rec.step("tables"):
         for key, df in frames.items():
-            df = df.withColumn("run_id", F.lit(rec.run_id))
+            df = df.withColumn("run_id", F.lit(rec.run_id)).cache()  # computed once, for the table and the page
             rec.wrote(tables[key], replace_all(spark, cfg, tables[key], df)["version"])
             local[key] = df.drop("run_id").toPandas()
+            df.unpersist()
             rec.count(f"rows.{tables[key]}", len(local[key]))
     notes = [f"Run {rec.run_id}."]
     if cfg.score.perplexity.build_tiny_from:
