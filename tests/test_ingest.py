@@ -114,9 +114,14 @@ def test_rerun_changes_nothing_and_a_changed_id_is_quarantined(spark, cfg, tmp_p
     first = table(spark, cfg, "queries").drop("ingested_at", "ingest_run_id")
     assert run_cli(*args) == 0
     assertDataFrameEqual(table(spark, cfg, "queries").drop("ingested_at", "ingest_run_id"), first)
+    # --all reads the file again (the re-run above did not: it is in ingest_files, unchanged)
+    assert run_cli(*args, "--all") == 0
+    assertDataFrameEqual(table(spark, cfg, "queries").drop("ingested_at", "ingest_run_id"), first)
     runs = table(spark, cfg, "runs").filter("job = 'ingest'").orderBy("started_at").collect()
-    assert [r.counts.get("inserted", 0) for r in runs] == [3, 0]
-    assert runs[1].counts["already_present"] == 3
+    assert [r.counts.get("inserted", 0) for r in runs] == [3, 0, 0]
+    assert [r.counts.get("lines", 0) for r in runs] == [3, 0, 3]
+    assert [r.counts.get("files_unchanged", 0) for r in runs] == [0, 1, 0]
+    assert runs[2].counts["already_present"] == 3
 
     # a later file that reuses an id for different content must not overwrite the first
     later = tmp_path / "later.jsonl"
@@ -126,6 +131,15 @@ def test_rerun_changes_nothing_and_a_changed_id_is_quarantined(spark, cfg, tmp_p
     conflict = table(spark, cfg, "quarantine").collect()
     assert [(r.reason, r.detail) for r in conflict] == [
         ("id_conflict", "this id is already in `queries` with different content")]
+
+    # a file changed in place is read again: its new line goes in, its old ones are already present
+    src.write_text(src.read_text() + json.dumps({"id": "m2", "category": "math", "query": "What is 3 plus 4?"}) + "\n")
+    assert run_cli(*args) == 0
+    run = table(spark, cfg, "runs").filter("job = 'ingest'").orderBy(F.desc("started_at")).first()
+    assert (run.counts["inserted"], run.counts["already_present"], run.counts.get("files_unchanged", 0)) == (1, 3, 0)
+    assert [(r.source_file, r.lines, r.run_id) for r in table(spark, cfg, "ingest_files").where(
+        F.col("source_file") == str(src)).orderBy("lines").collect()] == [
+        (str(src), 3, runs[0].run_id), (str(src), 4, run.run_id)]  # --all found its file remembered already
 
 
 def test_parquet_with_a_source_mapping(spark, cfg, tmp_path):

@@ -136,7 +136,7 @@ def test_a_rerun_of_the_sample_pipeline_does_nothing_twice(sample_run, spark, tm
     rows = [json.loads(line.split(",", 1)[1].strip('"').replace('""', '"')) for line in sql_csv(
         capsys, wh, "SELECT job, counts FROM runs WHERE job = 'ingest' ORDER BY started_at")[-2:]]
     assert rows[0]["inserted"] == SAMPLE_LINES and rows[1].get("inserted", 0) == 0
-    assert rows[1]["already_present"] == SAMPLE_LINES
+    assert rows[1]["files_unchanged"] == 1 and rows[1].get("lines", 0) == 0  # the sample file is not read again
     # the re-run found nothing to judge, generate, score or train
     assert sql_csv(capsys, wh, "SELECT counts['todo'] FROM runs WHERE job = 'prepare' "
                    "ORDER BY started_at")[-2:] == [str(SAMPLE_LINES), "0"]

@@ -65,6 +65,15 @@ TABLES = {
             "Input that could not become a query, with the reason. line is 1-based (a row index for Parquet).",
         ),
         Table(
+            "ingest_files",
+            ("source_file", "fingerprint", "parse_key"),
+            "source_file string not null, fingerprint string not null, parse_key string not null, "
+            "source string not null, lines long not null, run_id string not null, ingested_at timestamp not null",
+            "Input files ingest has read whole: a file listed again with the same fingerprint (size and "
+            "modification time) and parse settings (parse_key) is not read again (`ingest --all` reads every "
+            "file). lines: the file's lines (rows for Parquet).",
+        ),
+        Table(
             "embeddings",
             ("text_hash", "model"),
             "text_hash string not null, model string not null, vector array<float> not null",

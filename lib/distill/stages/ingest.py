@@ -4,6 +4,9 @@
 `distill.records`; `split_parsed` decides, against what `queries` already holds, which rows are new
 queries and which go to quarantine. Nothing here reads or writes tables: the job does.
 
+A file read whole before (the same path and fingerprint, under the same parse settings: `file_key`) is
+not read again: `ingest_files` remembers it, so a re-run costs only the new files.
+
 Every input line ends in exactly one of these (the `ingest` counts add up to `lines`):
   inserted        a new query
   already_present the same id with the same content is in `queries` (a re-run)
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from distill.readers import detect_format, iter_jsonl, iter_parquet
+from distill.ids import canonical_json, stable_id
+from distill.readers import detect_format, file_fingerprint, iter_jsonl, iter_parquet
 from distill.records import Parsed, parse_line, parse_record
 from distill.tables import CONSTRAINTS, MESSAGES, TEST_CASES
 
@@ -30,6 +34,21 @@ class FileTask:
     format: str
     category: str | None = None
     fields: tuple[tuple[str, str], ...] = ()
+
+
+# Bump when a line parses into another row than before: every file is then read again.
+PARSE_VERSION = 1
+
+
+def file_key(task: FileTask, max_line_bytes: int, raw_limit: int) -> tuple[str, str, str]:
+    """(path, fingerprint, parse key): a file that `ingest_files` holds with this key gives nothing new."""
+    settings = canonical_json([PARSE_VERSION, task.source, task.format, task.category, task.fields,
+                               max_line_bytes, raw_limit])
+    try:
+        fingerprint = file_fingerprint(task.path)
+    except OSError:  # gone since it was listed: read (and quarantined as unreadable), never remembered
+        fingerprint = ""
+    return task.path, fingerprint, stable_id(settings)[:16]
 
 
 PARSED_SCHEMA = (
