@@ -162,7 +162,8 @@ def generated(run) -> int:
 
 
 REFERENCE: list[Path] = []
-PREPARED = ("queries", "quarantine", "decontam_matches", "embeddings")  # only ingest and prepare write these
+# the tables only ingest and prepare write
+PREPARED = ("queries", "quarantine", "ingest_files", "decontam_matches", "embeddings")
 
 
 @pytest.fixture(scope="module")
