@@ -6,18 +6,26 @@ Once `evaluate` has run, also the students: pass@1 and mean tokens per benchmark
 those of any configured report.outputs).
 
 Writes the `report_*` tables (each replaced whole, so it is this run's snapshot) and
-<output_dir>/report/report.html with its PNG plots, and prints where the page is.
+<output_dir>/report/report.html with its PNG plots, and prints where the page is. A re-run whose inputs
+did not change (the tables it reads, at the same Delta versions; the config; the code; report.outputs'
+files) and whose tables nobody wrote since does nothing: <output_dir>/report/inputs.json says what the
+page and tables were made from.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import distill
+from distill.ids import canonical_json, stable_id
+from distill.readers import file_fingerprint
 from distill.report_html import render
+from distill.runs import git_sha
 from distill.spark import resolve_path
 from distill.stages import report as st
-from distill.tables import replace_all, table_path
+from distill.tables import replace_all, table_path, versions
 from pyspark.sql import functions as F
 
 HELP = "compare the teachers: report_* tables and an HTML report with plots"
@@ -39,6 +47,12 @@ def run(spark, cfg, args, rec) -> None:
     for name in ("attempts", "sft"):
         if not DeltaTable.isDeltaTable(spark, table_path(cfg, name)):
             raise SystemExit(f"report: no `{name}` table yet; run generate and score first")
+    made_from = resolve_path(cfg.output_dir) + "/report/inputs.json"
+    inputs_key = _inputs_key(spark, cfg)
+    if _unchanged(spark, cfg, made_from, inputs_key):
+        print(f"report: nothing changed since the last report; {Path(made_from).parent / 'report.html'} is current")
+        rec.count("unchanged", 1)
+        return
     attempts, sft = read("attempts"), read("sft")
     hist = st.length_histogram(sft).cache()
     frames = {
@@ -85,8 +99,34 @@ def run(spark, cfg, args, rec) -> None:
                          "made-up samples. They say nothing about the teachers.")
     with rec.step("render"):
         paths = render(local, resolve_path(cfg.output_dir) + "/report", notes)
+    Path(made_from).write_text(json.dumps({"key": inputs_key, "tables": rec.table_versions}, indent=2) + "\n")
     print(f"report: {paths['html']} ({len(paths['png'])} plots); tables: "
           f"{', '.join(tables[k] for k in frames)}")
+
+
+INPUTS = ("attempts", "sft", "eval_results", "eval_samples", "students")  # the tables the report reads
+
+
+def _inputs_key(spark, cfg) -> str:
+    """What a report is made from: its input tables' versions, the config, the code, report.outputs' files."""
+    code = git_sha() or ""
+    outputs = [file_fingerprint(src.path) if Path(src.path).exists() else "" for src in cfg.report.outputs]
+    return stable_id(canonical_json(versions(spark, cfg, INPUTS)), cfg.to_json(), code,
+                     distill.__version__, canonical_json(outputs))
+
+
+def _unchanged(spark, cfg, made_from: str, key: str) -> bool:
+    """True when the last report was made from `key` and its tables are as it left them. A checkout with
+    uncommitted changes (git sha '+dirty') always reports again: its code may differ from the last run's."""
+    try:
+        last = json.loads(Path(made_from).read_text())
+    except (OSError, ValueError):
+        return False
+    if not Path(made_from).with_name("report.html").is_file():
+        return False
+    if last.get("key") != key or (git_sha() or "").endswith("+dirty"):
+        return False
+    return versions(spark, cfg, list(last["tables"])) == last["tables"]
 
 
 def _outputs(spark, cfg):

@@ -180,3 +180,25 @@ def test_report_with_eval_tables_shows_the_students(spark, cfg, evaluated):
             '<td class="incomplete">incomplete (33.3 ± 20.0)</td></tr>' in table1)
     assert '<td class="incomplete">incomplete (37)</td>' in table2 and "<td>15</td>" in table2
     assert page.count('src="data:image/png;base64,') == 8  # the teachers' 7 and adaptive length
+
+
+def test_a_report_of_unchanged_inputs_is_not_made_again(spark, cfg, warehouse, reported, monkeypatch):  # noqa: F811
+    import jobs.report
+
+    monkeypatch.setattr(jobs.report, "git_sha", lambda: "0123abc")  # a clean checkout (this one may be dirty)
+    tables = [f"report_{k}" for k in ("costs", "lengths", "length_hist", "verify", "rejects")]
+
+    def report() -> tuple:
+        assert run_cli("report", *warehouse["args"]) == 0
+        last = table(spark, cfg, "runs").where("job = 'report'").orderBy("started_at").collect()[-1]
+        made = [spark.sql(f"DESCRIBE HISTORY delta.`{cfg.warehouse}/{t}` LIMIT 1").first().version for t in tables]
+        return last.counts.get("unchanged", 0), made, reported.stat().st_mtime_ns
+
+    first = report()  # another code version than the fixture's run: made again
+    assert first[0] == 0
+    assert report() == (1, first[1], first[2])  # nothing changed: not a table, not the page
+    spark.sql(f"UPDATE delta.`{cfg.warehouse}/attempts` SET gen_seconds = gen_seconds + 1")
+    changed = report()  # an input table moved: made again
+    assert changed[0] == 0 and all(b > a for a, b in zip(first[1], changed[1], strict=True))
+    reported.unlink()
+    assert report()[0] == 0 and reported.is_file()  # the page was removed: made again

@@ -325,6 +325,18 @@ def rows_by_key(spark, cfg: Config, name: str) -> dict:
     return {r[key]: r.asDict() for r in spark.read.format("delta").load(path).collect()}
 
 
+def versions(spark, cfg: Config, names) -> dict[str, int | None]:
+    """Each table's latest Delta version (None: no table yet)."""
+    from delta.tables import DeltaTable
+
+    out = {}
+    for name in names:
+        path = table_path(cfg, name)
+        out[name] = last_operation(DeltaTable.forPath(spark, path))["version"] if DeltaTable.isDeltaTable(
+            spark, path) else None
+    return out
+
+
 def register_tables(spark, cfg: Config) -> list[str]:
     """Make every existing table of the warehouse queryable by its name; return the names."""
     from delta.tables import DeltaTable
