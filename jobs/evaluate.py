@@ -199,7 +199,9 @@ def _results(spark, cfg, rec, item_df, students: list[dict]) -> None:
     samples = spark.read.format("delta").load(table_path(cfg, "eval_samples"))
     figures = st.results(item_df, who, samples).withColumn("run_id", F.lit(rec.run_id)).withColumn(
         "evaluated_at", F.current_timestamp()).cache()
-    rec.wrote("eval_results", merge_upsert(spark, cfg, "eval_results", figures)["version"])
+    # figures that did not change keep their row (and its run_id): the table moves only when a figure does
+    rec.wrote("eval_results", merge_upsert(spark, cfg, "eval_results", figures,
+                                           ignore=("run_id", "evaluated_at"))["version"])
     rows = figures.where(F.col("difficulty") == "all").orderBy("benchmark", "student").collect()
     figures.unpersist()
     for r in rows:

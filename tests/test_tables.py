@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from distill.tables import TABLES, ensure_table, merge_new, merge_update, table_path
+from distill.tables import MESSAGES, TABLES, ensure_table, merge_new, merge_update, table_path
 from pyspark.sql.types import StructType
 
 # Report tables group by values that may be missing (an attempt without a score has no score bin):
@@ -99,3 +99,37 @@ def test_a_table_removed_after_a_write_is_made_again_with_its_constraints(spark,
     assert [r[0] for r in rows] == ["q2"]
     with pytest.raises(Exception, match="verify_score_range"):
         merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("q3", score=1.5)]))
+
+
+def test_writing_the_same_rows_again_moves_no_version(spark, cfg):
+    """merge_upsert with `ignore` and merge_mirror commit nothing when nothing changes (a re-run), so what keys
+    on a table's version (report) sees no change that is none; a real change still lands."""
+    from distill.tables import merge_mirror, merge_upsert
+
+    now = datetime.now(timezone.utc)
+
+    def students(run_id, samples_b=2):
+        rows = [(name, ["teacher-a"], 1, "set", "train", "base", f"/m/{name}", samples, run_id, now)
+                for name, samples in (("a", 1), ("b", samples_b))]
+        return spark.createDataFrame(rows, TABLES["students"].ddl)
+
+    path = table_path(cfg, "students")
+    v1 = merge_upsert(spark, cfg, "students", students("r1"), ignore=("run_id", "trained_at"))["version"]
+    assert merge_upsert(spark, cfg, "students", students("r2"), ignore=("run_id", "trained_at")) == {"version": v1}
+    assert _version(spark, path) == v1
+    merge_upsert(spark, cfg, "students", students("r3", samples_b=5), ignore=("run_id", "trained_at"))
+    got = sorted((r.student, r.samples, r.run_id) for r in spark.read.format("delta").load(path).collect())
+    assert got == [("a", 1, "r1"), ("b", 5, "r3")]  # only the changed row was written
+
+    def sft(*pairs, run_id="r1"):
+        rows = [(q, "teacher-a", attempt, "math", [("user", "q")], f"answer {attempt}", run_id, now)
+                for q, attempt in pairs]
+        return spark.createDataFrame(rows, f"query_id string, teacher string, attempt int, category string, "
+                                           f"messages {MESSAGES}, response string, run_id string, added_at timestamp")
+
+    changed = "t.attempt <> s.attempt OR t.response <> s.response"
+    v2 = merge_mirror(spark, cfg, "sft", sft(("q1", 1), ("q2", 1)), changed)["version"]
+    assert merge_mirror(spark, cfg, "sft", sft(("q1", 1), ("q2", 1), run_id="r2"), changed) == {"version": v2}
+    assert merge_mirror(spark, cfg, "sft", sft(("q1", 2)), changed)["version"] > v2  # q1 replaced, q2 gone
+    rows = spark.read.format("delta").load(table_path(cfg, "sft")).collect()
+    assert sorted((r.query_id, r.attempt) for r in rows) == [("q1", 2)]

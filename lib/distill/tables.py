@@ -470,22 +470,55 @@ def merge_mirror(spark, cfg: Config, name: str, df, changed: str) -> dict:
     """Make the table's keys exactly those of `df`: insert new keys, delete keys `df` lacks, and rewrite a
     matched row whole (columns `df` lacks become null) where the SQL condition `changed` (over t. and s.)
     holds. Rows that did not change keep every column, including those later jobs filled."""
+    from pyspark.sql import functions as F
+
     target = ensure_table(spark, cfg, name)
     table = TABLES[name]
     df = _align(df, _schema(spark, table.ddl))
+    # Nothing to insert, delete or rewrite (a re-run): no MERGE, whose delete clause would rewrite every file
+    # and move the table's version for nothing (what reads the table would see a change that is none).
+    rows = target.toDF()
+    same = F.expr(f"{_key_condition(table.keys)} AND NOT ({changed})")
+    if (df.alias("s").join(rows.alias("t"), same, "left_anti").isEmpty()
+            and rows.alias("t").join(df.alias("s"), F.expr(_key_condition(table.keys)), "left_anti").isEmpty()):
+        return {"version": last_operation(target)["version"]}  # no operation, no metrics
     _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(table.keys))
                        .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll()
                        .whenNotMatchedBySourceDelete().execute())
     return last_operation(target)
 
 
-def merge_upsert(spark, cfg: Config, name: str, df) -> dict:
-    """Insert new keys and rewrite matched rows whole with `df`'s values."""
+def merge_upsert(spark, cfg: Config, name: str, df, ignore: tuple[str, ...] | None = None) -> dict:
+    """Insert new keys and rewrite matched rows whole with `df`'s values. With `ignore` (columns such as a
+    run id), only rows that are new or differ in another column are written, and nothing when none does: the
+    table's version then moves only for a real change."""
     target = ensure_table(spark, cfg, name)
     df = _align(df, _schema(spark, TABLES[name].ddl))
+    if ignore is not None:
+        df = _new_or_changed(df, target.toDF(), TABLES[name].keys, ignore).cache()
+        if df.isEmpty():
+            df.unpersist()
+            return {"version": last_operation(target)["version"]}  # no operation, no metrics
     _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(TABLES[name].keys))
                        .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
     return last_operation(target)
+
+
+def _new_or_changed(df, rows, keys: tuple[str, ...], ignore: tuple[str, ...]):
+    """The rows of `df` that `rows` (the table) lacks, or holds with another value in a column outside `keys`
+    and `ignore` (null equals null; maps are compared as JSON, Spark cannot compare them)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import MapType
+
+    def side(alias: str, column: str):
+        c = F.col(f"{alias}.{column}")
+        return F.to_json(c) if isinstance(df.schema[column].dataType, MapType) else c
+
+    same = F.expr(_key_condition(keys))
+    for column in df.columns:
+        if column not in keys and column not in ignore:
+            same = same & side("s", column).eqNullSafe(side("t", column))
+    return df.alias("s").join(rows.alias("t"), same, "left_anti")
 
 
 def merge_delete(spark, cfg: Config, name: str, keys) -> dict:
