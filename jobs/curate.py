@@ -9,7 +9,7 @@ AND keep`); it is recorded in `runs` (table_versions.sft), and `export` reads th
 from __future__ import annotations
 
 from distill.stages.curate import decide
-from distill.tables import ensure_table, last_operation, merge_update, table_path
+from distill.tables import current_version, ensure_table, merge_update, table_path
 from pyspark.sql import functions as F
 
 HELP = "decide keep / reject_reason in `sft` from the thresholds in `curate:` (no re-scoring)"
@@ -32,12 +32,12 @@ def run(spark, cfg, args, rec) -> None:
             "query_id", "teacher", F.col("decided_keep").alias("keep"),
             F.col("decided_reason").alias("reject_reason"), F.current_timestamp().alias("curated_at")).cache()
         n = changed.count()
-        if n:
-            merge_update(spark, cfg, "sft", changed, ["keep", "reject_reason", "curated_at"])
+        # The snapshot: the version this run's write made, or the current one when nothing changed.
+        version = (merge_update(spark, cfg, "sft", changed, ["keep", "reject_reason", "curated_at"])["version"] if n
+                   else current_version(ensure_table(spark, cfg, "sft")))
         changed.unpersist()
     rec.count("redecided", n)
-    # The snapshot: the version after this run's write, or the current one when nothing changed.
-    rec.wrote("sft", last_operation(ensure_table(spark, cfg, "sft"))["version"])
+    rec.wrote("sft", version)
     _account(rec, spark.read.format("delta").load(table_path(cfg, "sft")))
 
 

@@ -133,3 +133,64 @@ def test_writing_the_same_rows_again_moves_no_version(spark, cfg):
     assert merge_mirror(spark, cfg, "sft", sft(("q1", 2)), changed)["version"] > v2  # q1 replaced, q2 gone
     rows = spark.read.format("delta").load(table_path(cfg, "sft")).collect()
     assert sorted((r.query_id, r.attempt) for r in rows) == [("q1", 2)]
+
+
+def test_a_run_finds_its_own_commit_when_another_run_committed_after_it(spark, cfg):
+    """runs.table_versions must name the run's own commit: here run B commits between run A's write and A's
+    look-up of the version it made (the race of two concurrent writers, made deterministic)."""
+    from distill.runs import RunRecorder
+    from distill.tables import RUN_TAG, last_operation
+
+    spark_b = spark.newSession()  # its own SQL settings, so its own run tag
+    with RunRecorder(spark, cfg, "a") as a:
+        merge_new(spark, cfg, "attempts", _frame(spark, [_attempt("qa")]))
+        with RunRecorder(spark_b, cfg, "b") as b:
+            merge_new(spark_b, cfg, "attempts", _frame(spark_b, [_attempt("qb")]))
+            mine_b = last_operation(ensure_table(spark_b, cfg, "attempts"))
+        mine_a = last_operation(ensure_table(spark, cfg, "attempts"))
+    path = table_path(cfg, "attempts")
+    history = {r["version"]: r["userMetadata"]
+               for r in spark.sql(f"DESCRIBE HISTORY delta.`{path}`").select("version", "userMetadata").collect()}
+    assert history[mine_a["version"]] == a.run_id and history[mine_b["version"]] == b.run_id
+    assert mine_a["version"] < mine_b["version"] and mine_a["numTargetRowsInserted"] == 1
+    assert spark.conf.get(RUN_TAG, None) is None and spark_b.conf.get(RUN_TAG, None) is None  # put back
+
+
+def test_two_concurrent_writers_record_their_own_versions_in_runs(spark, cfg):
+    import threading
+
+    from distill.runs import RunRecorder
+
+    recorders, errors = {}, []
+
+    def writer(name: str) -> None:
+        session = spark.newSession()
+        try:
+            with RunRecorder(session, cfg, name) as rec:
+                recorders[name] = rec
+                for i in range(3):
+                    m = merge_new(session, cfg, "attempts", _frame(session, [_attempt(f"{name}{i}")]))
+                    rec.wrote(f"attempts_{i}", m["version"])
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    ensure_table(spark, cfg, "attempts")
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    path = table_path(cfg, "attempts")
+    history = {r["version"]: r["userMetadata"]
+               for r in spark.sql(f"DESCRIBE HISTORY delta.`{path}`").select("version", "userMetadata").collect()}
+    for name, rec in recorders.items():
+        versions = [rec.table_versions[f"attempts_{i}"] for i in range(3)]
+        assert [history[v] for v in versions] == [rec.run_id] * 3, (name, versions, history)
+        # and each of those commits holds exactly the row that write added
+        for i, v in enumerate(versions):
+            added = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", v) \
+                .option("endingVersion", v).load(path).select("query_id").collect()
+            assert [r[0] for r in added] == [f"{name}{i}"]
+    runs = {r["job"]: r["table_versions"] for r in spark.read.format("delta").load(table_path(cfg, "runs")).collect()}
+    assert runs == {n: recorders[n].table_versions for n in ("x", "y")}

@@ -5,7 +5,9 @@
             ...
         run.count("inserted", n)
 
-A failed job is recorded too (status=failed, with the error) and the exception goes on up.
+A failed job is recorded too (status=failed, with the error) and the exception goes on up. While a run is
+open, every Delta commit of the session carries its run id (commitInfo.userMetadata), so `DESCRIBE HISTORY`
+tells whose commit each version is and runs.table_versions names the run's own commits.
 """
 
 from __future__ import annotations
@@ -105,15 +107,26 @@ class RunRecorder:
         from distill import tables
 
         self._conflicts_before = tables.conflict_retries
+        # every commit this run makes carries its run id: last_operation finds the run's own versions by it
+        self._tag_before = self.spark.conf.get(tables.RUN_TAG, None)
+        self.spark.conf.set(tables.RUN_TAG, self.run_id)
         self.started = datetime.now(timezone.utc)
         self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        from distill import tables
+
         error = None
         if exc is not None:
             error = "".join(traceback.format_exception_only(exc_type, exc)).strip()[:4000]
-        self._write("failed" if exc is not None else "succeeded", error)
+        try:
+            self._write("failed" if exc is not None else "succeeded", error)
+        finally:
+            if self._tag_before is None:
+                self.spark.conf.unset(tables.RUN_TAG)
+            else:
+                self.spark.conf.set(tables.RUN_TAG, self._tag_before)
         return False
 
     def _write(self, status: str, error: str | None) -> None:

@@ -332,7 +332,7 @@ def versions(spark, cfg: Config, names) -> dict[str, int | None]:
     out = {}
     for name in names:
         path = table_path(cfg, name)
-        out[name] = last_operation(DeltaTable.forPath(spark, path))["version"] if DeltaTable.isDeltaTable(
+        out[name] = current_version(DeltaTable.forPath(spark, path)) if DeltaTable.isDeltaTable(
             spark, path) else None
     return out
 
@@ -481,7 +481,7 @@ def merge_mirror(spark, cfg: Config, name: str, df, changed: str) -> dict:
     same = F.expr(f"{_key_condition(table.keys)} AND NOT ({changed})")
     if (df.alias("s").join(rows.alias("t"), same, "left_anti").isEmpty()
             and rows.alias("t").join(df.alias("s"), F.expr(_key_condition(table.keys)), "left_anti").isEmpty()):
-        return {"version": last_operation(target)["version"]}  # no operation, no metrics
+        return {"version": current_version(target)}  # no operation, no metrics
     _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(table.keys))
                        .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll()
                        .whenNotMatchedBySourceDelete().execute())
@@ -498,7 +498,7 @@ def merge_upsert(spark, cfg: Config, name: str, df, ignore: tuple[str, ...] | No
         df = _new_or_changed(df, target.toDF(), TABLES[name].keys, ignore).cache()
         if df.isEmpty():
             df.unpersist()
-            return {"version": last_operation(target)["version"]}  # no operation, no metrics
+            return {"version": current_version(target)}  # no operation, no metrics
     _retry_on_conflict(name, lambda: target.alias("t").merge(df.alias("s"), _key_condition(TABLES[name].keys))
                        .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
     return last_operation(target)
@@ -548,7 +548,30 @@ def stage(spark, cfg: Config, df, name: str):
     return spark.read.parquet(path), path
 
 
+# Every commit a job makes carries its run id in Delta's commitInfo.userMetadata (distill.runs sets this
+# session setting for the run), so a run finds its own commit even when another job committed after it.
+RUN_TAG = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def current_version(target) -> int:
+    """The table's newest version, whoever made it (what a reader that starts now sees)."""
+    return int(target.history(1).select("version").first()["version"])
+
+
 def last_operation(target) -> dict:
-    row = target.history(1).select("version", "operationMetrics").first()
+    """The version and metrics of this run's newest commit to the table: the commit tagged with the run id
+    (RUN_TAG), not merely the newest one, which under concurrent writers can be another job's. Without a run
+    (no tag set), or when the run made no commit among the newest 100, the newest commit."""
+    tag = target.toDF().sparkSession.conf.get(RUN_TAG, None)
+    row = _tagged(target.history(100), tag) if tag else None
+    if row is None:
+        row = target.history(1).select("version", "operationMetrics").first()
     metrics = {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).isdigit()}
     return {"version": int(row["version"]), **metrics}
+
+
+def _tagged(history, tag: str):
+    from pyspark.sql import functions as F
+
+    return (history.where(F.col("userMetadata") == tag).orderBy(F.col("version").desc())
+            .select("version", "operationMetrics").first())
