@@ -21,6 +21,7 @@ import uuid
 from datetime import datetime, timezone
 
 from distill.ids import stable_id
+from distill.runs import curated_version
 from distill.spark import list_files, remove_path, replace_path, resolve_path, write_text
 from distill.tables import table_path
 from pyspark.sql import functions as F
@@ -35,20 +36,6 @@ SUFFIX = {"jsonl": ".json", "parquet": ".parquet"}
 def add_arguments(parser) -> None:
     parser.add_argument("--version", type=int, default=None,
                         help="the `sft` version to export (default: the one the last curate run recorded)")
-
-
-def curated_version(spark, cfg, job: str = "export") -> tuple[int, str | None, str | None]:
-    """(sft version, curate run id, its config hash) of the last successful curate run."""
-    from delta.tables import DeltaTable
-
-    if DeltaTable.isDeltaTable(spark, table_path(cfg, "runs")):
-        row = (spark.read.format("delta").load(table_path(cfg, "runs"))
-               .where((F.col("job") == "curate") & (F.col("status") == "succeeded")
-                      & F.col("table_versions")["sft"].isNotNull())
-               .orderBy(F.col("finished_at").desc()).select("run_id", "config_hash", "table_versions").first())
-        if row is not None:
-            return int(row["table_versions"]["sft"]), row["run_id"], row["config_hash"]
-    raise SystemExit(f"{job}: no successful curate run yet; run score and curate first (or give an sft version)")
 
 
 def chat_rows(sft):

@@ -76,8 +76,7 @@ def _retention(spark, cfg) -> dict[str, float]:
     """Per-table retention in hours where it must exceed the configured one: `sft` keeps the curated snapshot
     (and `train.sft_version`) readable."""
     from delta.tables import DeltaTable
-
-    from jobs.export import curated_version
+    from distill.runs import curated_version
 
     if not DeltaTable.isDeltaTable(spark, table_path(cfg, "sft")):
         return {}

@@ -194,3 +194,14 @@ def test_two_concurrent_writers_record_their_own_versions_in_runs(spark, cfg):
             assert [r[0] for r in added] == [f"{name}{i}"]
     runs = {r["job"]: r["table_versions"] for r in spark.read.format("delta").load(table_path(cfg, "runs")).collect()}
     assert runs == {n: recorders[n].table_versions for n in ("x", "y")}
+
+
+def test_a_column_made_not_null_before_may_be_null_after_the_upgrade(spark, cfg):
+    from delta.tables import DeltaTable
+
+    path = table_path(cfg, "students")
+    old = TABLES["students"].ddl.replace("sft_version long,", "sft_version long not null,")
+    DeltaTable.create(spark).location(path).addColumns(StructType.fromDDL(old)).execute()
+    assert not spark.read.format("delta").load(path).schema["sft_version"].nullable
+    ensure_table(spark, cfg, "students")
+    assert spark.read.format("delta").load(path).schema["sft_version"].nullable

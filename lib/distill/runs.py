@@ -154,3 +154,20 @@ class RunRecorder:
             "error": error,
         }
         append_new(self.spark, self.cfg, "runs", self.spark.createDataFrame([row], TABLES["runs"].ddl))
+
+
+def curated_version(spark, cfg, job: str = "export") -> tuple[int, str | None, str | None]:
+    """(sft version, curate run id, its config hash) of the last successful curate run."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from distill.tables import table_path
+
+    if DeltaTable.isDeltaTable(spark, table_path(cfg, "runs")):
+        row = (spark.read.format("delta").load(table_path(cfg, "runs"))
+               .where((F.col("job") == "curate") & (F.col("status") == "succeeded")
+                      & F.col("table_versions")["sft"].isNotNull())
+               .orderBy(F.col("finished_at").desc()).select("run_id", "config_hash", "table_versions").first())
+        if row is not None:
+            return int(row["table_versions"]["sft"]), row["run_id"], row["config_hash"]
+    raise SystemExit(f"{job}: no successful curate run yet; run score and curate first (or give an sft version)")

@@ -175,10 +175,11 @@ TABLES = {
         Table(
             "students",
             ("student",),
-            "student string not null, teachers array<string> not null, sft_version long not null, "
+            "student string not null, teachers array<string> not null, sft_version long, "
             "set_key string not null, train_key string not null, base_model string not null, "
             "model_path string not null, samples long, run_id string not null, trained_at timestamp not null",
-            "One row per student `train` made: whose rows (teachers) from which `sft` version, its training set "
+            "One row per student `train` or `experiment` made: whose rows (teachers) from which `sft` version (null "
+            "for an experiment's variant, whose rows are its own selection: see `experiments`), its training set "
             "and run keys, and where the trained model is. A retrained student's row is replaced.",
         ),
         Table(
@@ -298,6 +299,11 @@ def _upgrade(spark, table: Table, path: str) -> None:
             spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({cond})")
     if table.change_feed and have.get("delta.enableChangeDataFeed") != "true":
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+    # a column that may be null now (students.sft_version: a student of an experiment has none)
+    current = spark.read.format("delta").load(path).schema
+    for f in _schema(spark, table.ddl).fields:
+        if f.nullable and f.name in current.fieldNames() and not current[f.name].nullable:
+            spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN {f.name} DROP NOT NULL")
 
 
 # name -> location registered in this process's session catalog (in-memory: it lives as long as the session)
