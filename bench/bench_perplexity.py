@@ -108,8 +108,8 @@ def main() -> None:
                           "max_tokens": 32768,
                           "engine_args": {}, "threads": 0, "build_tiny_from": []}, None, 20, cores_per_task(spark))
         df = spark.createDataFrame(
-            [(f"q{i}", "t", m, r, "stop") for i, (m, r) in enumerate(pairs)],
-            "query_id string, teacher string, messages array<struct<role:string,content:string>>, "
+            [(f"q{i}", "t", 1, m, r, "stop") for i, (m, r) in enumerate(pairs)],
+            "query_id string, teacher string, attempt int, messages array<struct<role:string,content:string>>, "
             "response string, finish_reason string").repartition(cores).cache()
         df.count()
         score_rows(df, spec, 0).write.format("noop").mode("overwrite").save()  # warm-up: load the model per worker

@@ -7,4 +7,4 @@ read (sql) set RECORD = False and are not written to `runs`.
 # Every job the CLI and submit.sh offer, in the order `distill --help` lists them. The pipeline's
 # own order is jobs/pipeline.py's PIPELINE.
 JOBS = ("pipeline", "ingest", "prepare", "generate", "score", "curate", "report", "export", "train", "evaluate",
-        "maintain", "sql", "serve", "verify")
+        "experiment", "maintain", "sql", "serve", "verify")

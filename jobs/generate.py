@@ -1,5 +1,5 @@
 """generate: ask every teacher for a response to every kept query, verify it, and regenerate until it
-passes (verify_score >= 0.9) or the pair has `generate.max_attempts` attempts.
+passes (verify_score >= generate.threshold, 0.9 as in the paper) or the pair has `generate.max_attempts` attempts.
 
 The `attempts` table is the ledger and the cache; the loop over it (verify what needs it, then rounds of
 generate, stage, MERGE, judge) is distill.generation's, with the stop rule "until accepted". A kill at any
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from distill.config import ConfigError
 from distill.engines import check_engine
-from distill.generation import Ledger, UntilAccepted, run_rounds, verify_spec
-from distill.stages import generate as st
-from distill.tables import ensure_table, table_path
+from distill.generation import generate_attempts
+from distill.tables import table_path
 from pyspark.sql import functions as F
 
-HELP = "ask the teachers, verify, regenerate until verify_score >= 0.9 or max_attempts (`attempts` table)"
+HELP = "ask the teachers, verify, regenerate until verify_score >= threshold or max_attempts (`attempts` table)"
 
 
 def add_arguments(parser) -> None:
@@ -48,15 +47,7 @@ def run(spark, cfg, args, rec) -> None:
     teachers = _teachers(cfg, args.teacher)
     if not DeltaTable.isDeltaTable(spark, table_path(cfg, "queries")):
         raise SystemExit("generate: no `queries` table yet; run ingest and prepare first")
-    g = cfg.generate
-    ensure_table(spark, cfg, "attempts")
-    queries = (spark.read.format("delta").load(table_path(cfg, "queries")).where(F.col("status") == "kept")
-               .select("query_id", "source_id", "category", "messages", "reference_answer", "test_cases",
-                       "constraints"))
-    ledger = Ledger("attempts", lambda df: st.accepted(df, g.accept_no_verifier),
-                    accept_no_verifier=g.accept_no_verifier)
-    run_rounds(spark, cfg, rec, ledger, teachers, queries, UntilAccepted(g.max_attempts),
-               verify_spec(spark, cfg.verify), g.partitions or spark.sparkContext.defaultParallelism, g.batch_size)
+    generate_attempts(spark, cfg, rec, teachers)
     _summarize(spark, cfg, rec, [t.name for t in teachers])
 
 

@@ -3,20 +3,20 @@
 1. `sft` mirrors the ledger: one row per pair with an accepted attempt (new pairs inserted, a pair whose first
    accepted attempt changed rewritten, a pair no longer accepted removed).
 2. Per-response scores (structure, in-response repetition, student-token count, perplexity under the reference
-   model) for rows without current scores: a row is scored once per score_key (model, tokenizer, n, scorer
-   versions), so a re-run scores only what is new.
+   model) for rows without current scores: a response is scored once per score_key (model, tokenizer, n,
+   scorer versions) into `attempt_scores` (distill.scoring), and copied from there into `sft`, so a re-run, or
+   an attempt an experiment scored before, costs no scoring.
 3. Corpus n-gram counts for each teacher whose set of responses changed since its counts were made.
 Scores are columns; nothing is dropped here. `curate` decides from them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from pathlib import Path
 
 from distill.faults import crash_point
-from distill.spark import cores_per_task, remove_path
+from distill.scoring import score_spec, scores_of
+from distill.spark import remove_path
 from distill.stages import score as st
 from distill.tables import ensure_table, merge_mirror, merge_update, stage, table_path
 from pyspark.sql import functions as F
@@ -26,43 +26,6 @@ HELP = "score accepted responses: perplexity, n-gram redundancy, structure (`sft
 
 def add_arguments(parser) -> None:
     pass
-
-
-def reference_model(cfg) -> str | None:
-    """The perplexity model's folder, trained here first when the config asks for a tiny one (the embedded
-    default). A missing model is a config error before any task starts."""
-    p = cfg.score.perplexity
-    if p.model is None:
-        return None
-    if not Path(p.model).exists():
-        if not p.build_tiny_from:
-            raise SystemExit(f"config error: score.perplexity.model: no model at {p.model!r} (a local folder; "
-                             "nothing is downloaded at run time)")
-        from distill.tiny_model import texts_from_files, train_tiny_model
-
-        print(f"score: training a tiny reference model at {p.model} (embedded default: its perplexities are "
-              "illustrative only)")
-        train_tiny_model(p.model, texts_from_files(p.build_tiny_from))
-    return str(Path(p.model).resolve())
-
-
-def score_spec(spark, cfg) -> st.ScoreSpec:
-    model = reference_model(cfg)
-    s = cfg.score
-    if model is not None and s.perplexity.engine == "vllm":
-        from distill.config import ConfigError, TeacherConfig
-        from distill.engines import check_engine
-
-        try:  # an unknown vLLM argument fails here, naming the key, before any task starts
-            check_engine(TeacherConfig("reference", "vllm", model, s.perplexity.engine_args), "score.perplexity")
-        except ConfigError as err:
-            raise SystemExit(f"config error: {err}") from None
-    ppl = None if model is None else {**dataclasses.asdict(s.perplexity), "model": model, "build_tiny_from": []}
-    tokenizer = s.student_tokenizer or model
-    if s.student_tokenizer and not Path(s.student_tokenizer).exists():
-        raise SystemExit(f"config error: score.student_tokenizer: no tokenizer at {s.student_tokenizer!r}")
-    return st.ScoreSpec(ppl, str(Path(tokenizer).resolve()) if tokenizer else None, s.ngram_n,
-                        cores_per_task(spark))
 
 
 def run(spark, cfg, args, rec) -> None:
@@ -89,16 +52,10 @@ def run(spark, cfg, args, rec) -> None:
     key = spec.key()
     with rec.step("score"):
         todo = read("sft").where(F.col("score_key").isNull() | (F.col("score_key") != key))
-        with rec.watch("responses scored", todo.count()) as counter:
-            staged, path = stage(spark, cfg, st.score_rows(todo, spec, cfg.score.partitions, counter), "score")
-        stats = staged.groupBy("teacher").agg(F.count("*").alias("rows"), F.sum("ppl_tokens").alias("tokens"),
-                                              F.count("ppl_error").alias("errors"),
-                                              F.first("ppl_error", ignorenulls=True).alias("first_error")).collect()
-        if stats:
-            scored = staged.withColumn("score_key", F.lit(key)).withColumn("scored_at", F.current_timestamp())
-            rec.wrote("sft", merge_update(spark, cfg, "sft", scored,
+        scores, stats = scores_of(spark, cfg, rec, todo, spec)
+        if not todo.isEmpty():  # scores made now or earlier (by an experiment, or before a crash) into `sft`
+            rec.wrote("sft", merge_update(spark, cfg, "sft", scores,
                                           [*st.SCORE_COLUMNS, "score_key", "scored_at"])["version"])
-        remove_path(spark, path)
     for s in stats:
         rec.count(f"{s['teacher']}.scored", s["rows"])
         rec.count(f"{s['teacher']}.ppl_tokens", s["tokens"] or 0)

@@ -154,8 +154,10 @@ class TeacherConfig:
 
 @dataclass
 class GenerateConfig:
-    # A (query, teacher) pair is regenerated until an attempt passes (verify_score >= 0.9) or it has this many.
+    # A (query, teacher) pair is regenerated until an attempt passes (verify_score >= threshold) or it has this
+    # many. `accepted` in `attempts` is decided at this threshold; an experiment's variant may ask for another.
     max_attempts: int = 4
+    threshold: float = 0.9
     # Categories with no verifier configured (e.g. science without a judge) get status no_verifier. True
     # accepts such responses unverified (curate and the report can still tell them apart); False records them
     # as not accepted. Either way they are not regenerated: another attempt would not be verified either.
@@ -170,6 +172,8 @@ class GenerateConfig:
             raise ValueError("max_attempts: must be >= 1")
         if self.batch_size < 1:
             raise ValueError("batch_size: must be >= 1")
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold: {self.threshold:g} is outside [0, 1]")
 
 
 @dataclass
@@ -455,6 +459,65 @@ class MaintainConfig:
 
 
 @dataclass
+class SubsampleConfig:
+    """A variant's dataset cut to `size` rows: `as_is` keeps the length profile (a random sample), `uniform`
+    takes equal shares from the length buckets (log2 of n_tokens, the report's histogram bins) that can give
+    them, so the same size comes with a flat length profile."""
+
+    size: int
+    length: Literal["as_is", "uniform"] = "as_is"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError("size: must be >= 1")
+
+
+@dataclass
+class VariantConfig:
+    """One arm of an experiment: a data recipe (teachers, acceptance threshold, curate overrides, subsample)
+    and training overrides. Everything not given is the pipeline's own setting."""
+
+    name: str
+    teachers: list[str]
+    threshold: float | None = None  # the first attempt scoring at least this; None: generate.threshold
+    curate: dict[str, Any] = field(default_factory=dict)  # keys of `curate:` (max_perplexity: null = no filter)
+    subsample: SubsampleConfig | None = None
+    train: dict[str, Any] = field(default_factory=dict)  # keys of `train:`'s recipe (lr, epochs, ...)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError("name: must be a non-empty name without '/'")
+        if not self.teachers:
+            raise ValueError("teachers: give at least one teacher")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold: {self.threshold:g} is outside [0, 1]")
+
+
+@dataclass
+class ExperimentConfig:
+    """A named list of variants: each gets its dataset, a student trained on it, and that student's scores on
+    evaluate.benchmarks (the `experiment` job; results in `experiment_results`)."""
+
+    name: str
+    variants: list[VariantConfig]
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError("name: must be a non-empty name without '/'")
+        if not self.variants:
+            raise ValueError("variants: give at least one variant")
+        names = [v.name for v in self.variants]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ValueError(f"variants.{i}.name: {name!r} is used twice")
+
+
+# train: keys a variant may not override: they say whose data and where, which the variant decides
+NOT_VARIANT_TRAIN = ("student", "students", "teachers", "sft_version", "root", "name")
+
+
+@dataclass
 class Config:
     # Root of the Delta warehouse: a local path or a URI (s3a://, hdfs://, abfss://...).
     warehouse: str = "./warehouse"
@@ -473,18 +536,45 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     maintain: MaintainConfig = field(default_factory=MaintainConfig)
+    experiments: list[ExperimentConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.teachers]
         for i, name in enumerate(names):
             if not name or names.index(name) != i:
                 raise ValueError(f"teachers.{i}.name: {'empty' if not name else repr(name) + ' is used twice'}")
+        seen = [e.name for e in self.experiments]
+        for i, e in enumerate(self.experiments):
+            if seen.index(e.name) != i:
+                raise ValueError(f"experiments.{i}.name: {e.name!r} is used twice")
+            for j in range(len(e.variants)):
+                variant_settings(self, i, j)  # every variant's settings are checked before any work
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def variant_settings(cfg: Config, i: int, j: int) -> tuple[float, CurateConfig, TrainConfig]:
+    """experiments[i].variants[j]'s threshold, curate and train settings: the pipeline's, with the variant's
+    overrides. An unknown teacher or key is a ConfigError that names it."""
+    v = cfg.experiments[i].variants[j]
+    key = f"experiments.{i}.variants.{j}"
+    names = [t.name for t in cfg.teachers]
+    for k, teacher in enumerate(v.teachers):
+        if teacher not in names:
+            raise ConfigError(f"{key}.teachers.{k}: unknown teacher {teacher!r} (configured: "
+                              f"{', '.join(names) or 'none'})")
+    curate = _build_dataclass(CurateConfig, {**dataclasses.asdict(cfg.curate), **v.curate}, f"{key}.curate")
+    for name in v.train:
+        if name in NOT_VARIANT_TRAIN:
+            raise ConfigError(f"{key}.train.{name}: a variant cannot set this (its teachers and rows are the "
+                              "variant's own; the base model is train.student)")
+    train = _build_dataclass(TrainConfig, {**dataclasses.asdict(cfg.train), **v.train}, f"{key}.train")
+    threshold = cfg.generate.threshold if v.threshold is None else v.threshold
+    return threshold, curate, train
 
 
 # --- building and checking ---------------------------------------------------------------------

@@ -41,16 +41,19 @@ from distill.verifiers import Verifiers
 @dataclasses.dataclass(frozen=True)
 class UntilAccepted:
     """`generate`'s rule: the next attempt of every pair that has no accepted attempt, fewer than
-    `max_attempts`, a verifier, and no attempt waiting for verification (stages.generate.pending_pairs)."""
+    `max_attempts`, a verifier, and no attempt waiting for verification (stages.generate.pending_pairs).
+    threshold: none of its attempts scores at least this (an experiment's variant); None: the stored
+    `accepted`."""
 
     max_attempts: int
+    threshold: float | None = None
 
     @property
     def rounds(self) -> int:
         return self.max_attempts
 
     def pending(self, work: DataFrame, ledger: DataFrame, model: str) -> DataFrame:
-        return st.pending_pairs(work, ledger, model, self.max_attempts)
+        return st.pending_pairs(work, ledger, model, self.max_attempts, self.threshold)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,53 @@ class Ledger:
 
     def read(self, spark, cfg) -> DataFrame:
         return self.from_table(spark.read.format("delta").load(table_path(cfg, self.table)))
+
+
+# --- the `attempts` ledger -------------------------------------------------------------------------------
+
+def attempts_ledger(cfg) -> Ledger:
+    g = cfg.generate
+    return Ledger("attempts", lambda df: st.accepted(df, g.accept_no_verifier, g.threshold),
+                  accept_no_verifier=g.accept_no_verifier)
+
+
+def kept_queries(spark, cfg) -> DataFrame:
+    """The work rows of `generate`: the kept queries."""
+    return (spark.read.format("delta").load(table_path(cfg, "queries")).where(F.col("status") == "kept")
+            .select("query_id", "source_id", "category", "messages", "reference_answer", "test_cases", "constraints"))
+
+
+def pending_attempts(spark, cfg, teachers: list[str], threshold: float | None) -> dict[str, int]:
+    """Per teacher, how many pairs the next round would ask (UntilAccepted at `threshold`)."""
+    ensure_table(spark, cfg, "attempts")
+    rule = UntilAccepted(cfg.generate.max_attempts, threshold)
+    rows, work = attempts_ledger(cfg).read(spark, cfg), kept_queries(spark, cfg)
+    return {t: rule.pending(work, rows, t).count() for t in teachers}
+
+
+def generate_attempts(spark, cfg, rec, teachers: list[TeacherConfig], threshold: float | None = None) -> None:
+    """`generate`'s loop for `teachers`: until each pair has an accepted attempt (with `threshold`: one scoring
+    at least that) or is out of attempts. Stored `accepted` flags made at another generate.threshold are
+    decided again first (no verification, no generation)."""
+    g = cfg.generate
+    ensure_table(spark, cfg, "attempts")
+    _redecide(spark, cfg, rec)
+    run_rounds(spark, cfg, rec, attempts_ledger(cfg), teachers, kept_queries(spark, cfg),
+               UntilAccepted(g.max_attempts, threshold), verify_spec(spark, cfg.verify),
+               g.partitions or spark.sparkContext.defaultParallelism, g.batch_size)
+
+
+def _redecide(spark, cfg, rec) -> None:
+    g = cfg.generate
+    rows = spark.read.format("delta").load(table_path(cfg, "attempts")).where(F.col("accepted").isNotNull())
+    now = st.accepted_at(g.threshold, g.accept_no_verifier)
+    changed = rows.where(F.col("accepted") != now).select(*TABLES["attempts"].keys, now.alias("accepted")).cache()
+    n = changed.count()
+    if n:
+        print(f"{rec.job}: {n} attempts decided again at generate.threshold {g.threshold:g}")
+        rec.wrote("attempts", merge_update(spark, cfg, "attempts", changed, ["accepted"])["version"])
+    rec.count("redecided", n)
+    changed.unpersist()
 
 
 # --- verification ----------------------------------------------------------------------------------------

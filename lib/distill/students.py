@@ -51,15 +51,15 @@ def train_root(cfg, t: TrainConfig, key: str = "train") -> Path:
 
 
 def build_set(spark, cfg, rec, t: TrainConfig, rows, root: Path, name: str, teachers: list[str],
-              version: int | None) -> dict:
-    """Pack `rows` (query_id, teacher, messages, response) for student `name`, or find the set already packed
-    from the same content. Returns {set_key, data, manifest}. `version`: the `sft` version the rows come from,
-    kept in the manifest (None when they are a selection of their own)."""
+              version: int | None, folder: str | None = None) -> dict:
+    """Pack `rows` (query_id, teacher, messages, response) for student `name` (under root/`folder`, default the
+    name), or find the set already packed from the same content. Returns {set_key, data, manifest}. `version`:
+    the `sft` version the rows come from, kept in the manifest (None when they are a selection of their own)."""
     # keyed by content, not by a table version: a re-run that changes no row must not pack or train again
     n, content = st.content_key(rows)
     set_key = stable_id(content, canonical_json(teachers),
                         model_fingerprint(t.student, tokenizer_only=True), str(t.max_len), st.PACKER_VERSION)
-    data = root / name / f"data-{set_key}"
+    data = root / (folder or name) / f"data-{set_key}"
     with rec.step(f"pack {name}"):
         if not (data / "manifest.json").is_file():
             _pack(rows, n, t, teachers, version, data)
@@ -76,11 +76,15 @@ def build_set(spark, cfg, rec, t: TrainConfig, rows, root: Path, name: str, teac
     return {"set_key": set_key, "data": data, "manifest": manifest}
 
 
-def plan_run(t: TrainConfig, root: Path, name: str, teachers: list[str], version: int | None, the_set: dict) -> dict:
-    """The training run of `the_set` with `t`'s recipe: its worker spec (`spec`) and `students` row (`row`)."""
+def plan_run(t: TrainConfig, root: Path, name: str | None, teachers: list[str], version: int | None,
+             the_set: dict, folder: str | None = None) -> dict:
+    """The training run of `the_set` with `t`'s recipe: its worker spec (`spec`) and `students` row (`row`).
+    name None: the student is named by its key (x-<train key>), so equal runs are one student; folder: where
+    under `root` the run goes (default: the name)."""
     recipe = {k: v for k, v in dataclasses.asdict(t).items() if k not in NOT_RECIPE}
     train_key = stable_id(the_set["set_key"], model_fingerprint(t.student), canonical_json(recipe))
-    out = root / name / f"run-{train_key}"
+    name = name or f"x-{train_key[:12]}"
+    out = root / (folder or name) / f"run-{train_key}"
     out.mkdir(parents=True, exist_ok=True)
     spec = {**dataclasses.asdict(t), "student": str(Path(t.student).resolve()),
             "data": str(the_set["data"] / "train.arrow"), "out_dir": str(out)}

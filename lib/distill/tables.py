@@ -124,6 +124,54 @@ TABLES = {
                     **_unit("verify_score", "ngram_repeat_fraction"),
                     **_non_negative("n_tokens", "ppl_tokens", "ngram_max_repeat", "ngram_corpus_max")},
         ),
+        Table(
+            "attempt_scores",
+            ("query_id", "teacher", "attempt"),
+            "query_id string not null, teacher string not null, attempt int not null, "
+            "n_tokens int, ppl double, ppl_tokens int, ppl_truncated boolean, ppl_error string, "
+            "structure_ok boolean, structure_reason string, ngram_max_repeat int, ngram_repeat_fraction double, "
+            "score_key string not null, run_id string not null, scored_at timestamp not null",
+            "The per-response scores of every attempt ever scored (the `sft` row of a pair or any attempt an "
+            "experiment's variant chose), made with score_key's model and scorers. A response is scored once per "
+            "score_key whoever needs it: `sft` and the variants copy their scores from here.",
+            checks={"attempt_positive": "attempt >= 1", "ppl_positive": "ppl IS NULL OR ppl > 0",
+                    **_unit("ngram_repeat_fraction"), **_non_negative("n_tokens", "ppl_tokens", "ngram_max_repeat")},
+        ),
+        Table(
+            "experiments",
+            ("experiment", "variant"),
+            "experiment string not null, variant string not null, recipe string not null, teachers array<string> "
+            "not null, threshold double not null, dataset_key string not null, dataset_rows long not null, "
+            "attempts_version long not null, attempt_scores_version long not null, student string not null, "
+            "train_key string not null, model_path string not null, run_id string not null",
+            "Lineage of every experiment variant: its recipe (JSON: threshold, curate and train settings, "
+            "subsample), the dataset it made (dataset_key = the training set's key; its rows are in "
+            "experiment_rows), the `attempts` and `attempt_scores` versions it read, and the student trained on it "
+            "(students.student, whose eval_results are the variant's scores). Variants with the same dataset and "
+            "recipe share a student.",
+            checks=_unit("threshold"),
+        ),
+        Table(
+            "experiment_rows",
+            ("dataset_key", "query_id", "teacher"),
+            "dataset_key string not null, query_id string not null, teacher string not null, attempt int not null, "
+            "n_tokens int, ppl double, verify_score double, run_id string not null",
+            "The rows of every experiment dataset (by dataset_key, see `experiments`): which attempt of each pair "
+            "it holds; JOIN attempts USING (query_id, teacher, attempt) gives the response.",
+        ),
+        Table(
+            "experiment_results",
+            ("experiment", "variant", "benchmark"),
+            "experiment string not null, variant string not null, benchmark string not null, rows long, "
+            "tokens long, mean_length double, length_entropy double, mean_ppl double, student string not null, "
+            "pass_at_1 double, pass_at_1_stderr double, mean_tokens double, complete boolean, "
+            "run_id string not null",
+            "Per experiment variant and benchmark: the dataset's figures (rows, tokens, mean length and length "
+            "entropy in the student's tokens, mean perplexity) and the student's scores (eval_results, difficulty "
+            "'all'). Trace back: JOIN experiments USING (experiment, variant), then eval_samples ON student and "
+            "experiment_rows ON dataset_key.",
+            checks=_unit("pass_at_1", "length_entropy"),
+        ),
         Table("report_costs", ("teacher", "category"),
               "teacher string not null, category string not null, pairs long, attempts long, accepted long, "
               "acceptance_rate double, attempts_per_accepted double, tokens_out_per_accepted double, "

@@ -64,18 +64,21 @@ def conversation(prompt: str, messages: list[dict]) -> list[dict]:
 
 # --- which pairs need work ------------------------------------------------------------------------
 
-def pending_pairs(queries: DataFrame, attempts: DataFrame, teacher: str, max_attempts: int) -> DataFrame:
+def pending_pairs(queries: DataFrame, attempts: DataFrame, teacher: str, max_attempts: int,
+                  threshold: float | None = None) -> DataFrame:
     """Kept queries that `teacher` has not finished, with the next attempt number.
 
-    queries: query_id, ...; attempts: query_id, teacher, attempt, accepted, verify_status.
-    A pair is finished when an attempt is accepted, when it has max_attempts attempts, or when its category
+    queries: query_id, ...; attempts: query_id, teacher, attempt, accepted, verify_status, verify_score.
+    A pair is finished when an attempt is accepted (with `threshold`: passed at that threshold instead of the
+    stored `accepted`), when it has max_attempts attempts, or when its category
     has no verifier (another attempt would not be verified either). A pair with an attempt still waiting
     for verification (not verified yet, or an infra_error) waits: it is verified before it is regenerated.
     """
     mine = attempts.where(F.col("teacher") == teacher)
     state = mine.groupBy("query_id").agg(
         F.count("*").alias("n"), F.max("attempt").alias("last"),
-        F.max(F.coalesce(F.col("accepted"), F.lit(False)).cast("int")).alias("any_accepted"),
+        F.max(F.coalesce(F.col("accepted") if threshold is None else passed(threshold),
+                         F.lit(False)).cast("int")).alias("any_accepted"),
         F.max((F.col("verify_status") == "no_verifier").cast("int")).alias("unverifiable"),
         F.max((F.col("verify_status").isNull() | (F.col("verify_status") == "infra_error")).cast("int"))
         .alias("waiting"))
@@ -220,12 +223,19 @@ def verify(todo: DataFrame, spec: VerifySpec, partitions: int, counter=None) -> 
     return cols.mapInPandas(run, VERIFIED)
 
 
-def accepted(df: DataFrame, accept_no_verifier: bool) -> DataFrame:
-    """Adds `accepted`: passed (status ok and score >= 0.9), or unverifiable when the config accepts that."""
-    from distill.verifiers.base import PASS_SCORE
+def passed(threshold: float):
+    """A verified attempt that scores at least `threshold` (a Column)."""
+    return (F.col("verify_status") == "ok") & (F.col("verify_score") >= F.lit(threshold))
 
-    ok = (F.col("verify_status") == "ok") & (F.col("verify_score") >= PASS_SCORE)
-    return df.withColumn("accepted", ok | ((F.col("verify_status") == "no_verifier") & F.lit(accept_no_verifier)))
+
+def accepted_at(threshold: float, accept_no_verifier: bool):
+    """Passed at `threshold`, or unverifiable when the config accepts that (a Column)."""
+    return passed(threshold) | ((F.col("verify_status") == "no_verifier") & F.lit(accept_no_verifier))
+
+
+def accepted(df: DataFrame, accept_no_verifier: bool, threshold: float) -> DataFrame:
+    """Adds `accepted` (accepted_at)."""
+    return df.withColumn("accepted", accepted_at(threshold, accept_no_verifier))
 
 
 def stale(attempts: DataFrame, current: DataFrame, accept_no_verifier: bool) -> DataFrame:

@@ -23,11 +23,11 @@ from distill.scorers import ngrams, perplexity, structure
 from distill.stages.generate import plain
 
 SCORED = (
-    "query_id string, teacher string, n_tokens int, ppl double, ppl_tokens int, ppl_truncated boolean, "
+    "query_id string, teacher string, attempt int, n_tokens int, ppl double, ppl_tokens int, ppl_truncated boolean, "
     "ppl_error string, structure_ok boolean, structure_reason string, ngram_max_repeat int, "
     "ngram_repeat_fraction double"
 )
-SCORE_COLUMNS = tuple(c.split()[0] for c in SCORED.split(", ")[2:])
+SCORE_COLUMNS = tuple(c.split()[0] for c in SCORED.split(", ")[3:])
 # Rows per scorer call inside a task: bounds a task's memory whatever size Arrow batches have.
 CHUNK_ROWS = 256
 
@@ -47,10 +47,11 @@ def conversation(system_prompt: Column, messages: Column) -> Column:
             .otherwise(F.concat(F.array(alone), messages)))
 
 
-def candidates(attempts: DataFrame, queries: DataFrame) -> DataFrame:
+def candidates(attempts: DataFrame, queries: DataFrame, accept: Column | None = None) -> DataFrame:
     """The first accepted attempt of every (query, teacher) pair, with the conversation the teacher saw.
-    attempts: the ledger; queries: query_id, source, messages."""
-    accepted = attempts.where(F.col("accepted"))
+    attempts: the ledger; queries: query_id, source, messages. accept: which attempts count (an experiment's
+    threshold, stages.generate.accepted_at); None: the ledger's `accepted`."""
+    accepted = attempts.where(F.col("accepted") if accept is None else accept)
     first = accepted.groupBy("query_id", "teacher").agg(F.min("attempt").alias("attempt"))
     return (accepted.join(first, ["query_id", "teacher", "attempt"])
             .join(queries.select("query_id", "source", F.col("messages").alias("query_messages")), "query_id")
@@ -114,7 +115,7 @@ def _load(spec: ScoreSpec):
 
 
 def score_chunk(spec: ScoreSpec, scorer, tokenizer, pdf: pd.DataFrame) -> pd.DataFrame:
-    """SCORED columns for rows with query_id, teacher, messages, response, finish_reason."""
+    """SCORED columns for rows with query_id, teacher, attempt, messages, response, finish_reason."""
     responses = [r or "" for r in pdf["response"]]
     shapes = [structure.structure(r, f) for r, f in zip(responses, pdf["finish_reason"], strict=True)]
     loops = [ngrams.repetition(r, spec.ngram_n) for r in responses]
@@ -132,6 +133,7 @@ def score_chunk(spec: ScoreSpec, scorer, tokenizer, pdf: pd.DataFrame) -> pd.Dat
 
     return pd.DataFrame({
         "query_id": pdf["query_id"].values, "teacher": pdf["teacher"].values,
+        "attempt": pd.array(pdf["attempt"], dtype="Int32"),
         "n_tokens": pd.array(counts, dtype="Int32"),
         "ppl": [number(p.ppl) for p in ppls],
         "ppl_tokens": pd.array([p.n_response_tokens if p.error is None else None for p in ppls], dtype="Int32"),
@@ -143,7 +145,7 @@ def score_chunk(spec: ScoreSpec, scorer, tokenizer, pdf: pd.DataFrame) -> pd.Dat
 
 
 def score_rows(rows: DataFrame, spec: ScoreSpec, partitions: int, counter=None) -> DataFrame:
-    """rows: query_id, teacher, messages, response, finish_reason -> SCORED rows. counter: an optional Spark
+    """rows: query_id, teacher, attempt, messages, response, finish_reason -> SCORED rows. counter: an optional Spark
     accumulator that gets the number of rows scored (RunRecorder.watch)."""
     spec_json = json.dumps(dataclasses.asdict(spec))
 
@@ -159,7 +161,7 @@ def score_rows(rows: DataFrame, spec: ScoreSpec, partitions: int, counter=None) 
                 if counter is not None:
                     counter.add(len(chunk))
 
-    cols = rows.select("query_id", "teacher", "messages", "response", "finish_reason")
+    cols = rows.select("query_id", "teacher", "attempt", "messages", "response", "finish_reason")
     if partitions > 0:
         cols = cols.repartition(partitions, "query_id")
     return cols.mapInPandas(run, SCORED)
