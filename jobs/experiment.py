@@ -17,7 +17,6 @@ def add_arguments(parser) -> None:
 
 def run(spark, cfg, args, rec) -> None:
     from delta.tables import DeltaTable
-
     from distill.tables import table_path
 
     names = [e.name for e in cfg.experiments]

@@ -21,7 +21,7 @@ from pathlib import Path
 import distill
 from distill.ids import canonical_json, stable_id
 from distill.readers import file_fingerprint
-from distill.report_html import render
+from distill.report_html import in_config_order, render
 from distill.runs import git_sha
 from distill.spark import resolve_path
 from distill.stages import report as st
@@ -78,6 +78,10 @@ def run(spark, cfg, args, rec) -> None:
         lengths.append(st.output_lengths(outputs))
     if lengths:
         frames["adaptive"] = st.adaptive_lengths(*lengths)
+    experiments = None
+    if has("experiment_results"):  # already a table: shown on the page, not copied into a report_* table
+        experiments = read("experiment_results").drop("run_id").orderBy("experiment").toPandas()
+        experiments = in_config_order(experiments, cfg)
     tables = {"adaptive": "report_adaptive", "costs": "report_costs", "lengths": "report_lengths",
               "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects",
               "students": "report_students"}
@@ -89,6 +93,8 @@ def run(spark, cfg, args, rec) -> None:
             local[key] = df.drop("run_id").toPandas()
             df.unpersist()
             rec.count(f"rows.{tables[key]}", len(local[key]))
+    if experiments is not None:
+        local["experiments"] = experiments
     notes = [f"Run {rec.run_id}."]
     if cfg.score.perplexity.build_tiny_from:
         notes.append("Perplexities come from a tiny model trained on the bundled sample (the embedded default): "
@@ -97,6 +103,9 @@ def run(spark, cfg, args, rec) -> None:
             notes.append("The students' figures on the embedded default show the mechanics only: the trained "
                          "students are tiny models trained for seconds, and the replay students answer with "
                          "made-up samples. They say nothing about the teachers.")
+        if experiments is not None:
+            notes.append("The experiments on the embedded default show the mechanics only: each variant's "
+                         "student is a tiny model trained for seconds on a few dozen rows.")
     with rec.step("render"):
         paths = render(local, resolve_path(cfg.output_dir) + "/report", notes)
     Path(made_from).write_text(json.dumps({"key": inputs_key, "tables": rec.table_versions}, indent=2) + "\n")
@@ -104,7 +113,8 @@ def run(spark, cfg, args, rec) -> None:
           f"{', '.join(tables[k] for k in frames)}")
 
 
-INPUTS = ("attempts", "sft", "eval_results", "eval_samples", "students")  # the tables the report reads
+# the tables the report reads
+INPUTS = ("attempts", "sft", "eval_results", "eval_samples", "students", "experiment_results")
 
 
 def _inputs_key(spark, cfg) -> str:

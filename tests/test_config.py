@@ -56,6 +56,44 @@ def test_evaluate_keys_are_checked():
         load_config(None, ["train.students=[{name: a, teachers: [t]}, {name: a, teachers: [u]}]"])
 
 
+@pytest.mark.parametrize("variant, message", [
+    ("{name: v, teachers: [teacher-z]}",
+     r"experiments\.0\.variants\.0\.teachers\.0: unknown teacher 'teacher-z' \(configured: teacher-a, teacher-b"),
+    ("{name: v, teachers: [teacher-a], threshold: 1.5}", r"experiments\.0\.variants\.0\.threshold: 1\.5 is outside"),
+    ("{name: v, teachers: [teacher-a], threshold: -0.1}", r"experiments\.0\.variants\.0\.threshold: -0\.1 is outside"),
+    ("{name: v, teachers: [teacher-a], curate: {max_ppl: 3}}",
+     r"experiments\.0\.variants\.0\.curate\.max_ppl: unknown key \(known keys of"),
+    ("{name: v, teachers: [teacher-a], curate: {max_tokens: many}}",
+     r"experiments\.0\.variants\.0\.curate\.max_tokens: expected an integer"),
+    ("{name: v, teachers: [teacher-a], train: {students: []}}",
+     r"experiments\.0\.variants\.0\.train\.students: a variant cannot set this"),
+    ("{name: v, teachers: [teacher-a], subsample: {size: 0}}",
+     r"experiments\.0\.variants\.0\.subsample\.size: must be >= 1"),
+    ("{name: v, teachers: [teacher-a], subsample: {size: 4, length: flat}}",
+     r"experiments\.0\.variants\.0\.subsample\.length: must be one of as_is, uniform"),
+    ("{name: v, teachers: []}", r"experiments\.0\.variants\.0\.teachers: give at least one teacher"),
+])
+def test_a_bad_experiment_variant_is_a_config_error_naming_its_key(variant, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(ROOT / "conf/local.yaml", [f"experiments=[{{name: e, variants: [{variant}]}}]"])
+
+
+def test_the_shipped_experiments_resolve():
+    from distill.config import variant_settings
+
+    local = load_config(ROOT / "conf/local.yaml")
+    (e,) = local.experiments
+    settings = {v.name: variant_settings(local, 0, j) for j, v in enumerate(e.variants)}
+    assert {v.name: v.teachers for v in e.variants if v.name.startswith("teacher-")} == {
+        t: [t] for t in ("teacher-a", "teacher-b", "teacher-c")}
+    assert sorted({s[0] for s in settings.values()}) == [0.7, 0.9, 1.0]
+    assert {s[1].max_perplexity for s in settings.values()} == {None, 35.0}
+    assert {v.subsample.length for v in e.variants if v.subsample} == {"as_is", "uniform"}
+    cluster = load_config(ROOT / "conf/cluster.example.yaml")
+    assert cluster.experiments and all(variant_settings(cluster, i, j) for i, x in enumerate(cluster.experiments)
+                                       for j in range(len(x.variants)))
+
+
 def test_curate_and_score_keys_are_checked():
     with pytest.raises(ConfigError, match=r"curate\.max_perplexity_by_teacher\.t: expected a number"):
         load_config(None, ["curate.max_perplexity_by_teacher={t: high}"])

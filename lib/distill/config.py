@@ -594,6 +594,9 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             if type(None) in options:
                 return None
             raise ConfigError(f"{key}: must not be null")
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:  # optional: the value's own error (a dataclass's key) is the one to show
+            return _build(real[0], value, key)
         errors = []
         for option in options:
             if option is type(None):
@@ -604,6 +607,8 @@ def _build(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(err))
         names = " or ".join(_type_name(o) for o in options if o is not type(None))
         raise ConfigError(f"{key}: expected {names}, got {_describe(value)}")
+    if tp is Any:  # checked where it is used (a variant's curate and train overrides)
+        return value
     if value is None:
         raise ConfigError(f"{key}: must not be null (expected {_type_name(tp)})")
     if origin is Literal:

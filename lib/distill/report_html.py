@@ -62,7 +62,7 @@ def plot_buckets(lengths: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _bars(table: pd.DataFrame, title: str, ylabel: str, rot: int, path: Path) -> None:
+def _bars(table: pd.DataFrame, title: str, ylabel: str, rot: int, path: Path, ylim=None) -> None:
     """Grouped bars: one group per index value, one bar per column."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -74,6 +74,8 @@ def _bars(table: pd.DataFrame, title: str, ylabel: str, rot: int, path: Path) ->
             ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -189,6 +191,51 @@ def students_section(students: pd.DataFrame) -> list[str]:
     ]
 
 
+def plot_experiment(results: pd.DataFrame, title: str, path: Path) -> None:
+    """pass@1 (%) of each benchmark per variant, in the config's order, each variant labelled with its
+    dataset size."""
+    order = list(dict.fromkeys(results["variant"]))
+    sizes = results.drop_duplicates("variant").set_index("variant")["rows"]
+    table = results.pivot_table(index="variant", columns="benchmark", values="pass_at_1") * 100
+    table = table.reindex(order)
+    table.index = [f"{v}\n({int(sizes[v]):,} rows)" for v in order]
+    top = table.max().max()
+    _bars(table, title, "pass@1 (%)", 30, path, (0, 100 if pd.isna(top) or top > 50 else max(5.0, top * 1.2)))
+
+
+def in_config_order(frame: pd.DataFrame, cfg) -> pd.DataFrame:
+    """experiment_results rows with the variants in the order the config lists them (others after)."""
+    order = [(e.name, v.name) for e in cfg.experiments for v in e.variants]
+    rank = [order.index(k) if k in order else len(order)
+            for k in zip(frame["experiment"], frame["variant"], strict=True)]
+    return frame.assign(_rank=rank).sort_values(["_rank", "experiment", "variant"], kind="stable").drop(
+        columns="_rank")
+
+
+def experiments_section(results: pd.DataFrame, out: Path) -> tuple[list[str], list[str]]:
+    """Per experiment: the comparison table (dataset figures and pass@1 per benchmark, one row per variant)
+    and its plot. Returns (html parts, png paths)."""
+    parts = ["<h2>Experiments</h2>",
+             "<p>Per variant (<code>experiment_results</code>): its dataset's rows, tokens, mean length and length "
+             "entropy (student tokens), mean perplexity, and its student's pass@1 (%) per benchmark. "
+             "<code>experiments</code> holds each variant's recipe, dataset key and student.</p>"]
+    pngs = []
+    for name in dict.fromkeys(results["experiment"]):
+        mine = results[results["experiment"] == name]
+        order = list(dict.fromkeys(mine["variant"]))
+        figures = mine.drop_duplicates("variant").set_index("variant")[
+            ["rows", "tokens", "mean_length", "length_entropy", "mean_ppl"]]
+        scores = mine.pivot_table(index="variant", columns="benchmark", values="pass_at_1") * 100
+        table = figures.join(scores.add_prefix("pass@1 ")).reindex(order).reset_index()
+        path = out / f"experiment-{name}.png"
+        plot_experiment(mine, f"Experiment {name}: pass@1 per variant", path)
+        pngs.append(str(path))
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts += [f"<h3>{html.escape(name)}</h3>", _table(table),
+                  f'<img alt="experiment {html.escape(name)}" src="data:image/png;base64,{data}">']
+    return parts, pngs
+
+
 def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str] = ()) -> dict:
     """Write the PNGs and report.html (images embedded as data URIs, so the page stands alone) to out_dir."""
     out = Path(out_dir)
@@ -206,6 +253,10 @@ def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str
                         f'src="data:image/png;base64,{data}">')
     summary = frames["costs"].merge(frames["lengths"], on=["teacher", "category"], how="outer")
     students = frames.get("students")
+    experiments: list[str] = []
+    if frames.get("experiments") is not None and not frames["experiments"].empty:
+        experiments, more = experiments_section(frames["experiments"], out)
+        pngs += more
     page = "\n".join([
         "<!doctype html>", '<html><head><meta charset="utf-8"><title>distill: teacher comparison</title>',
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
@@ -216,7 +267,7 @@ def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str
         *[f'<p class="note">{html.escape(n)}</p>' for n in notes],
         "<h2>Summary per teacher and category</h2>", _table(summary),
         *(students_section(students) if students is not None else []),
-        *sections, "</body></html>",
+        *experiments, *sections, "</body></html>",
     ])
     page_path = out / "report.html"
     page_path.write_text(page, encoding="utf-8")
