@@ -205,7 +205,7 @@ def test_the_same_loop_with_a_fixed_sample_count_asks_every_row_k_times(spark, c
     work = (spark.read.format("delta").load(f"{cfg.warehouse}/queries")
             .select("query_id", "source_id", "category", "messages", "reference_answer", "test_cases",
                     "constraints").withColumn("samples", F.lit(2)))
-    attempts = Ledger("attempts", lambda df: st.accepted(df, True), accept_no_verifier=True)
+    attempts = Ledger("attempts", lambda df: st.accepted(df, True, 0.9), accept_no_verifier=True)
     for generated in (9, 0):  # teacher-a has 2 answers for m1, m2 and g1, 1 for if1 and c1; teacher-b 1 for m1
         with RunRecorder(spark, run_cfg, "generate") as rec:
             run_rounds(spark, run_cfg, rec, attempts, run_cfg.teachers, work, FixedSamples(rounds=2),

@@ -162,9 +162,15 @@ def test_two_concurrent_writers_record_their_own_versions_in_runs(spark, cfg):
     from distill.runs import RunRecorder
 
     recorders, errors = {}, []
+    # Two jobs are two processes with catalogs of their own; two sessions of one process share theirs, so
+    # the table names are registered here first, not by both threads at once.
+    sessions = {n: spark.newSession() for n in ("x", "y")}
+    for session in sessions.values():
+        for table in ("attempts", "runs"):
+            ensure_table(session, cfg, table)
 
     def writer(name: str) -> None:
-        session = spark.newSession()
+        session = sessions[name]
         try:
             with RunRecorder(session, cfg, name) as rec:
                 recorders[name] = rec
@@ -174,7 +180,6 @@ def test_two_concurrent_writers_record_their_own_versions_in_runs(spark, cfg):
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
-    ensure_table(spark, cfg, "attempts")
     threads = [threading.Thread(target=writer, args=(n,)) for n in ("x", "y")]
     for t in threads:
         t.start()

@@ -66,7 +66,9 @@ def scores_of(spark, cfg, rec, rows, spec: st.ScoreSpec):
     todo = rows.join(have, KEYS, "left_anti")
     n = todo.count()
     stats = []
-    if n:
+    if not n:
+        rec.progress("responses scored", 0, 0)  # the line a re-run shows: nothing to score
+    else:
         with rec.watch("responses scored", n) as counter:
             staged, scratch = stage(spark, cfg, st.score_rows(todo, spec, cfg.score.partitions, counter), "score")
         stats = staged.groupBy("teacher").agg(F.count("*").alias("rows"), F.sum("ppl_tokens").alias("tokens"),

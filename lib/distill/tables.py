@@ -616,10 +616,11 @@ def last_operation(target) -> dict:
     """The version and metrics of this run's newest commit to the table: the commit tagged with the run id
     (RUN_TAG), not merely the newest one, which under concurrent writers can be another job's. Without a run
     (no tag set), or when the run made no commit among the newest 100, the newest commit."""
-    tag = target.toDF().sparkSession.conf.get(RUN_TAG, None)
-    row = _tagged(target.history(100), tag) if tag else None
-    if row is None:
-        row = target.history(1).select("version", "operationMetrics").first()
+    tag = target._spark.conf.get(RUN_TAG, None)  # the session the table was opened with (delta-spark keeps it)
+    newest = target.history(1).select("version", "operationMetrics", "userMetadata").first()
+    row = newest
+    if tag and newest["userMetadata"] != tag:  # another job committed since: look further back (more commits read)
+        row = _tagged(target.history(100), tag) or newest
     metrics = {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).isdigit()}
     return {"version": int(row["version"]), **metrics}
 
