@@ -52,8 +52,8 @@ def run(spark, cfg, args, rec) -> None:
     key = spec.key()
     with rec.step("score"):
         todo = read("sft").where(F.col("score_key").isNull() | (F.col("score_key") != key))
-        scores, stats = scores_of(spark, cfg, rec, todo, spec)
-        if not todo.isEmpty():  # scores made now or earlier (by an experiment, or before a crash) into `sft`
+        scores, stats, total = scores_of(spark, cfg, rec, todo, spec)
+        if total:  # scores made now or earlier (by an experiment, or before a crash) into `sft`
             rec.wrote("sft", merge_update(spark, cfg, "sft", scores,
                                           [*st.SCORE_COLUMNS, "score_key", "scored_at"])["version"])
     for s in stats:

@@ -52,7 +52,7 @@ def run_experiment(spark, cfg, rec, index: int) -> list[dict]:
                   for v, (threshold, _, _) in zip(e.variants, settings, strict=True)}
     with rec.step("scores"):
         chosen = reduce(lambda a, b: a.unionByName(b), selections.values()).dropDuplicates(ex.KEYS)
-        scores, stats = scores_of(spark, cfg, rec, chosen, score_spec(spark, cfg))
+        scores, stats, _ = scores_of(spark, cfg, rec, chosen, score_spec(spark, cfg))
         scores = scores.cache()
     rec.count("scored", sum(s["rows"] for s in stats))
     versions = {name: current_version(ensure_table(spark, cfg, name)) for name in ("attempts", "attempt_scores")}

@@ -58,7 +58,8 @@ def scores_of(spark, cfg, rec, rows, spec: st.ScoreSpec):
     """The scores of `rows` (query_id, teacher, attempt, messages, response, finish_reason): query_id, teacher,
     attempt, SCORE_COLUMNS, score_key, scored_at per row. Rows already in `attempt_scores` with this score_key
     are not scored again; the others are scored now and added there first (a crash after that loses nothing).
-    Returns (scores, stats): stats per teacher of the rows scored now (rows, tokens, errors, first_error)."""
+    Returns (scores, stats, total): stats per teacher of the rows scored now (rows, tokens, errors,
+    first_error), and how many rows were asked for."""
     key = spec.key()
     ensure_table(spark, cfg, "attempt_scores")
     path = table_path(cfg, "attempt_scores")
@@ -78,7 +79,8 @@ def scores_of(spark, cfg, rec, rows, spec: st.ScoreSpec):
                   .withColumn("scored_at", F.current_timestamp()))
         rec.wrote("attempt_scores", merge_upsert(spark, cfg, "attempt_scores", scored)["version"])
         remove_path(spark, scratch)
-    rec.count("scores_reused", rows.count() - n)
+    total = rows.count()
+    rec.count("scores_reused", total - n)
     stored = spark.read.format("delta").load(path).where(F.col("score_key") == key)
     scores = rows.select(*KEYS).join(stored, KEYS).select(*KEYS, *st.SCORE_COLUMNS, "score_key", "scored_at")
-    return scores, stats
+    return scores, stats, total
