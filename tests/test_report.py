@@ -18,8 +18,8 @@ import pytest
 from distill.tables import TABLES, merge_new
 from pyspark.testing import assertDataFrameEqual
 
-from tests.conftest import cli_overrides, run_cli
-from tests.test_score import ATTEMPTS, warehouse  # noqa: F401 - the fixture
+from tests.conftest import cli_overrides, make_config, run_cli
+from tests.test_score import ATTEMPTS, inline_warehouse, warehouse  # noqa: F401 - the fixture
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -28,14 +28,28 @@ def table(spark, cfg, name):
     return spark.read.format("delta").load(f"{cfg.warehouse}/{name}")
 
 
-@pytest.fixture
-def reported(spark, cfg, warehouse):  # noqa: F811
+def report_inline(warehouse: dict, cfg) -> Path:  # noqa: F811
     for job in ("score", "curate", "report"):
         assert run_cli(job, *warehouse["args"]) == 0
     return Path(cfg.output_dir) / "report" / "report.html"
 
 
-def test_report_tables_hold_the_counts_of_the_inline_rows(spark, cfg, reported):
+@pytest.fixture(scope="module")
+def shared(spark, tiny_model, tmp_path_factory):
+    """One score, curate and report run over the inline rows, for the tests that only read what it made."""
+    home = tmp_path_factory.mktemp("report")
+    cfg = make_config(home)
+    return cfg, report_inline(inline_warehouse(spark, cfg, tiny_model, home), cfg)
+
+
+@pytest.fixture
+def reported(cfg, warehouse):  # noqa: F811
+    """A run of its own, for a test that changes the warehouse."""
+    return report_inline(warehouse, cfg)
+
+
+def test_report_tables_hold_the_counts_of_the_inline_rows(spark, shared):
+    cfg, _ = shared
     costs = {(r.teacher, r.category): r for r in table(spark, cfg, "report_costs").collect()}
     for teacher in ("teacher-a", "teacher-b", "teacher-c"):
         mine = [a for a in ATTEMPTS if a[1] == teacher]
@@ -56,7 +70,8 @@ def test_report_tables_hold_the_counts_of_the_inline_rows(spark, cfg, reported):
     assert len({r.run_id for r in table(spark, cfg, "report_costs").collect()}) == 1
 
 
-def test_the_page_embeds_every_plot(cfg, reported):
+def test_the_page_embeds_every_plot(shared):
+    cfg, reported = shared
     page = reported.read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 7 and all(base64.b64decode(i).startswith(PNG) for i in images)
@@ -66,7 +81,8 @@ def test_the_page_embeds_every_plot(cfg, reported):
 
 
 @pytest.mark.slow
-def test_the_page_opens_in_headless_chromium_with_every_image_loaded(reported, tmp_path):
+def test_the_page_opens_in_headless_chromium_with_every_image_loaded(shared, tmp_path):
+    _, reported = shared
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         # CI installs it and says so: there a missing browser is a failure, not a skip nobody reads

@@ -59,6 +59,11 @@ def query_messages(source_id: str) -> list[dict]:
 @pytest.fixture
 def warehouse(spark, cfg, tiny_model, tmp_path):
     """queries + attempts in the warehouse, and CLI args with the tiny model as the reference."""
+    return inline_warehouse(spark, cfg, tiny_model, tmp_path)
+
+
+def inline_warehouse(spark, cfg, tiny_model, tmp_path) -> dict:
+    """The `warehouse` fixture's work, for fixtures of a wider scope."""
     now = datetime.now(timezone.utc)
     ids, rows = {}, []
     for q in QUERY_IDS:
