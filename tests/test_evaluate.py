@@ -100,7 +100,9 @@ def last_run(spark, cfg):
     return table(spark, cfg, "runs").where("job = 'evaluate'").orderBy("started_at", ascending=False).first()
 
 
-def test_figures_equal_the_hand_computed_values(spark, cfg, setup):
+def test_figures_equal_the_hand_computed_values_and_a_rerun_costs_only_what_is_new(spark, cfg, setup, tmp_path):
+    """One warehouse for both: the figures of the first run, then re-runs (nothing new, a new benchmark,
+    a new model)."""
     assert run_cli("evaluate", *setup) == 0
     got = results(spark, cfg)
     assert sorted(got) == [("code", "all"), ("code", "easy"), ("math", "all"), ("math", "easy"), ("math", "hard")]
@@ -135,9 +137,7 @@ def test_figures_equal_the_hand_computed_values(spark, cfg, setup):
     run = last_run(spark, cfg)
     assert run.counts["r.generated"] == 12 + 4 and run.counts["code.bad_items"] == 1
 
-
-def test_a_rerun_costs_nothing_a_new_benchmark_only_its_samples_a_new_model_all(spark, cfg, setup, tmp_path):
-    assert run_cli("evaluate", *setup) == 0
+    # a re-run costs nothing, a new benchmark only its samples, a new model all
     before = samples(spark, cfg)
     assert run_cli("evaluate", *setup) == 0
     run = last_run(spark, cfg)
