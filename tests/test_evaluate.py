@@ -163,24 +163,25 @@ def test_figures_equal_the_hand_computed_values_and_a_rerun_costs_only_what_is_n
     assert (run.counts["r.generated"], run.counts["stale_samples"]) == (12 + 4 + 3, 12 + 4 + 3)
 
 
-@pytest.mark.parametrize("point", ["evaluate.staged", "evaluate.merged"])
-def test_a_crash_mid_round_then_a_rerun_ends_as_an_uninterrupted_run(spark, cfg, setup, monkeypatch, point,
-                                                                     tmp_path):
+def test_crashes_mid_round_then_a_rerun_end_as_an_uninterrupted_run(spark, cfg, setup, monkeypatch, tmp_path):
     import distill.faults
     import distill.generation  # imported before the patch, so that undo() puts the real crash_point back
 
     class Killed(BaseException):  # not an Exception: nothing in the job may catch it, as with SIGKILL
         pass
 
-    def crash(name):
-        if name == point:
-            raise Killed
+    # the first run dies with its round staged and not merged; the re-run, with its round merged and the
+    # staged rows not yet removed; the third ends
+    for point in ("evaluate.staged", "evaluate.merged"):
+        def crash(name, point=point):
+            if name == point:
+                raise Killed
 
-    monkeypatch.setattr(distill.faults, "crash_point", crash)
-    monkeypatch.setattr(distill.generation, "crash_point", crash)
-    with pytest.raises(Killed):
-        run_cli("evaluate", *setup)
-    monkeypatch.undo()
+        monkeypatch.setattr(distill.faults, "crash_point", crash)
+        monkeypatch.setattr(distill.generation, "crash_point", crash)
+        with pytest.raises(Killed):
+            run_cli("evaluate", *setup)
+        monkeypatch.undo()
     assert run_cli("evaluate", *setup) == 0
     got = samples(spark, cfg)
     keys = [r[:4] for r in got]

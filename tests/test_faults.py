@@ -10,13 +10,12 @@ decontam_matches, the embeddings' keys, the attempts ledger (response, verificat
   dying at the crash point after `decontam_matches` is replaced and before `queries` is decided, then re-run
   (which embeds nothing again); `generate` SIGKILLed right after round 1's MERGE, then re-run (the attempts
   stored before the kill keep their run_id and generated_at, and the re-run generates exactly the missing
-  ones); `score` SIGKILLed after `sft` got its rows and before they are scored, then re-run; `curate`.
+  ones, though every generation task's first attempt kills its Python worker after answering: master
+  local[2,2] lets Spark retry a task, the log shows the lost tasks, and no attempt is stored twice);
+  `score` SIGKILLed after `sft` got its rows and before they are scored, then re-run; `curate`.
   Each kill is checked to have landed between two commits of its job. The runs that are not killed run
   in this process (`run_ok`): how they start does not matter to what the kills prove, and a JVM start
   per re-run does.
-- test_a_killed_python_worker_is_retried_without_duplicate_attempts: `generate` where every generation
-  task's first attempt kills its Python worker after answering (master local[2,2] lets Spark retry a task);
-  the log shows the lost tasks, the job succeeds, and the ledger equals the baseline's.
 - test_a_killed_evaluate_reruns_to_the_uninterrupted_samples: `evaluate` SIGKILLed right after its round's
   MERGE (before tokens are counted and figures written), then re-run: it generates nothing more, and
   eval_samples and eval_results equal the uninterrupted run's.
@@ -214,7 +213,11 @@ def test_killed_jobs_rerun_to_the_uninterrupted_tables(homes, spark, baseline):
               for r in read(spark, home, "attempts").collect()}
     assert 0 < len(before) < len(baseline["attempts"])
     assert len({run_id for run_id, _ in before.values()}) == 1
-    run_ok("generate", home)
+    # ... re-run where every generation task's first attempt kills its Python worker after answering (master
+    # local[2,2] lets Spark retry a task): the lost tasks are in the log and no attempt is stored twice
+    j = submit_ok("generate", home, "spark.master=local[2,2]", env={"DISTILL_CRASH_AT": "generate.task"})
+    lost = re.findall(r"Lost task \S+ in stage \S+ .*", j.stderr)
+    assert lost and "Python worker exited unexpectedly" in j.stderr, j.stderr[-3000:]
     after = {(r.query_id, r.teacher, r.attempt): (r.run_id, r.generated_at)
              for r in read(spark, home, "attempts").collect()}
     assert {k: after[k] for k in before} == before  # nothing stored was generated again
@@ -229,15 +232,6 @@ def test_killed_jobs_rerun_to_the_uninterrupted_tables(homes, spark, baseline):
     run_ok("score", home)
     run_ok("curate", home)
     assert tables(spark, home) == baseline
-
-
-def test_a_killed_python_worker_is_retried_without_duplicate_attempts(homes, sample_run, spark, baseline):
-    home = prepared(sample_run, homes, "worker")
-    j = submit_ok("generate", home, "spark.master=local[2,2]", env={"DISTILL_CRASH_AT": "generate.task"})
-    lost = re.findall(r"Lost task \S+ in stage \S+ .*", j.stderr)
-    assert lost and "Python worker exited unexpectedly" in j.stderr, j.stderr[-3000:]
-    assert tables(spark, home, ("attempts",))["attempts"] == baseline["attempts"]
-    assert generated(runs_of(spark, home, "generate")[-1]) == len(baseline["attempts"])
 
 
 def test_a_killed_evaluate_reruns_to_the_uninterrupted_samples(homes, sample_run, spark):
