@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from distill.ids import stable_id
 from distill.runs import curated_version
-from distill.spark import list_files, remove_path, replace_path, resolve_path, write_text
+from distill.spark import exists, list_files, read_text, remove_path, replace_path, resolve_path, write_text
 from distill.tables import table_path
 from pyspark.sql import functions as F
 
@@ -57,7 +57,14 @@ def run(spark, cfg, args, rec) -> None:
     sft = spark.read.format("delta").option("versionAsOf", version).load(table_path(cfg, "sft"))
     teachers = cfg.export.teachers or sorted(r["teacher"] for r in sft.select("teacher").distinct().collect())
     root = resolve_path(cfg.output_dir).rstrip("/") + "/export"
+    config_hash = stable_id(cfg.to_json())[:16]
     for teacher in teachers:
+        old = _unchanged(spark, f"{root}/{teacher}", version, config_hash, cfg.export.formats)
+        if old is not None:  # a re-run: the same snapshot under the same config is there already
+            rec.count(f"{teacher}.unchanged", old["rows"])
+            print(f"export: {teacher}: {old['rows']} rows at {root}/{teacher} are sft version {version} under this "
+                  f"config already (export run {old['export_run_id']}); not written again")
+            continue
         with rec.step(f"export.{teacher}"):
             rows = chat_rows(sft.where((F.col("teacher") == teacher) & F.col("keep"))).orderBy("query_id")
             partial = f"{root}/.{teacher}.partial-{uuid.uuid4().hex[:8]}"
@@ -75,7 +82,7 @@ def run(spark, cfg, args, rec) -> None:
                 manifest = {
                     "teacher": teacher, "rows": sum(counts.values()), "by_category": dict(sorted(counts.items())),
                     "sft_version": version, "curate_run_id": curate_run, "curate_config_hash": curate_hash,
-                    "config_hash": stable_id(cfg.to_json())[:16], "export_run_id": rec.run_id,
+                    "config_hash": config_hash, "export_run_id": rec.run_id,
                     "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "columns": ["messages", *PROVENANCE], "files": files,
                     "load": {fmt: f'datasets.load_dataset("{"json" if fmt == "jsonl" else fmt}", '
@@ -87,3 +94,15 @@ def run(spark, cfg, args, rec) -> None:
                 remove_path(spark, partial)
         rec.count(f"{teacher}.exported", manifest["rows"])
         print(f"export: {teacher}: {manifest['rows']} rows -> {root}/{teacher} (sft version {version})")
+
+
+def _unchanged(spark, folder: str, version: int, config_hash: str, formats) -> dict | None:
+    """The manifest of the export in `folder` when it holds sft `version` made under this config (hash) in
+    these formats, with every file it lists still there; otherwise None."""
+    text = read_text(spark, f"{folder}/manifest.json")
+    if text is None:
+        return None
+    m = json.loads(text)
+    same = (m.get("sft_version"), m.get("config_hash"), sorted(m.get("files", {}))) == (
+        version, config_hash, sorted(formats))
+    return m if same and all(exists(spark, f"{folder}/{f}") for fs in m["files"].values() for f in fs) else None

@@ -240,6 +240,16 @@ def test_export_round_trips_through_datasets_and_pins_the_curated_version(spark,
     teacher_c = json.loads((root / "teacher-c" / "manifest.json").read_text())
     assert teacher_c["rows"] == 20 and set(teacher_c["files"]) == {"jsonl", "parquet"}
 
+    # Again: the same snapshot is not written again; a teacher's export that lost a file is
+    assert run_cli("export", *args) == 0
+    assert runs(spark, cfg, "export")[-1].counts == {"teacher-a.unchanged": 2, "teacher-b.unchanged": 0,
+                                                     "teacher-c.unchanged": 20}
+    assert json.loads((root / "teacher-a" / "manifest.json").read_text()) == manifest
+    (root / "teacher-c" / teacher_c["files"]["jsonl"][0]).unlink()
+    assert run_cli("export", *args) == 0
+    assert runs(spark, cfg, "export")[-1].counts == {"teacher-a.unchanged": 2, "teacher-b.unchanged": 0,
+                                                     "teacher-c.exported": 20}
+
 
 def test_export_before_curate_and_score_without_its_model_are_clear_errors(spark, cfg, warehouse, capsys):
     args = warehouse["args"]
@@ -270,19 +280,21 @@ def test_the_spark_conversation_equals_the_one_the_teacher_was_sent(spark):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["score.selected", "score.scored"])
-def test_a_crash_mid_score_then_a_rerun_ends_as_an_uninterrupted_run(spark, cfg, warehouse, monkeypatch, point):
+def test_crashes_mid_score_then_a_rerun_end_as_an_uninterrupted_run(spark, cfg, warehouse, monkeypatch):
     class Killed(BaseException):  # not an Exception: nothing in the job may catch it, as with SIGKILL
         pass
 
-    def crash(name):
-        if name == point:
-            raise Killed
+    # the first run dies with sft's rows selected and none scored; the re-run, with them scored and the corpus
+    # n-grams not counted; the third ends
+    for point in ("score.selected", "score.scored"):
+        def crash(name, point=point):
+            if name == point:
+                raise Killed
 
-    monkeypatch.setattr("jobs.score.crash_point", crash)
-    with pytest.raises(Killed):
-        run_cli("score", *warehouse["args"])
-    monkeypatch.undo()
+        monkeypatch.setattr("jobs.score.crash_point", crash)
+        with pytest.raises(Killed):
+            run_cli("score", *warehouse["args"])
+        monkeypatch.undo()
     assert run_cli("score", *warehouse["args"]) == 0
     stable = ("attempt", "response", "messages", "n_tokens", "ppl", "structure_reason", "ngram_max_repeat",
               "ngram_corpus_max")

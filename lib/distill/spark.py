@@ -153,6 +153,24 @@ def write_text(spark, path: str, text: str) -> None:
         out.close()
 
 
+def read_text(spark, path: str) -> str | None:
+    """A small text file's content through Hadoop's FileSystem; None when there is no such file."""
+    fs, hpath = _fs(spark, path)
+    if not fs.exists(hpath):
+        return None
+    jvm = spark.sparkContext._jvm
+    stream = fs.open(hpath)
+    try:
+        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+
+
+def exists(spark, path: str) -> bool:
+    fs, hpath = _fs(spark, path)
+    return bool(fs.exists(hpath))
+
+
 def list_files(spark, folder: str, suffix: str) -> list[str]:
     """Names of the files in `folder` that end with `suffix`, sorted."""
     fs, hpath = _fs(spark, folder)
