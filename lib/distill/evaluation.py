@@ -143,7 +143,8 @@ def _write_items(spark, cfg, rec, item_df) -> None:
     """The items into `eval_items`, each configured benchmark's rows replaced."""
     names = spark.createDataFrame([(b.name,) for b in cfg.evaluate.benchmarks], "benchmark string")
     df = item_df.drop("position").withColumn("run_id", F.lit(rec.run_id))
-    rec.wrote("eval_items", merge_replace(spark, cfg, "eval_items", df, "benchmark", names)["version"])
+    rec.wrote("eval_items", merge_replace(spark, cfg, "eval_items", df, "benchmark", names,
+                                                         ignore=("run_id",))["version"])
 
 
 def _verify(cfg):

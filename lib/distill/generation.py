@@ -165,15 +165,18 @@ def verify_pending(spark, cfg, rec, ledger: Ledger, work: DataFrame, spec: st.Ve
                                     "category string, verifier string, verifier_version string")
     todo = st.stale(ledger.read(spark, cfg), current, ledger.accept_no_verifier).join(
         work.select("query_id", "messages", "reference_answer", "test_cases", "constraints"), "query_id")
-    with rec.step("verify"), rec.watch("attempts verified", todo.count()) as counter:
-        staged, path = stage(spark, cfg, st.verify(todo, spec, cfg.verify.partitions, counter), "verify")
-        counts = {r["verify_status"]: r["count"] for r in staged.groupBy("verify_status").count().collect()}
-        if counts:
-            update = ledger.to_table(_with_acceptance(staged, ledger))  # keys, verify columns, accepted
-            keys = TABLES[ledger.table].keys
-            metrics = merge_update(spark, cfg, ledger.table, update, [c for c in update.columns if c not in keys])
-            rec.wrote(ledger.table, metrics["version"])
-        remove_path(spark, path)
+    n, counts = todo.count(), {}
+    if n:  # most runs: nothing, and then no staging write either
+        with rec.step("verify"), rec.watch("attempts verified", n) as counter:
+            staged, path = stage(spark, cfg, st.verify(todo, spec, cfg.verify.partitions, counter), "verify")
+            counts = {r["verify_status"]: r["count"] for r in staged.groupBy("verify_status").count().collect()}
+            if counts:
+                update = ledger.to_table(_with_acceptance(staged, ledger))  # keys, verify columns, accepted
+                keys = TABLES[ledger.table].keys
+                metrics = merge_update(spark, cfg, ledger.table, update,
+                                       [c for c in update.columns if c not in keys])
+                rec.wrote(ledger.table, metrics["version"])
+            remove_path(spark, path)
     for status, n in counts.items():
         rec.count(f"verified.{status}", n)
     rec.count("verified", sum(counts.values()))

@@ -511,10 +511,20 @@ def merge_update(spark, cfg: Config, name: str, df, columns: list[str]) -> dict:
     return last_operation(target)
 
 
-def merge_replace(spark, cfg: Config, name: str, df, scope_column: str, scope) -> dict:
+def merge_replace(spark, cfg: Config, name: str, df, scope_column: str, scope,
+                  ignore: tuple[str, ...] | None = None) -> dict:
     """Replace every row whose `scope_column` is in `scope` (a one-column DataFrame) with the rows of `df`:
-    delete the scope's old rows, insert the new. Re-running after a crash between the two repeats both."""
+    delete the scope's old rows, insert the new. Re-running after a crash between the two repeats both.
+    With `ignore` (columns such as a run id): nothing is written when the scope already holds exactly `df`'s
+    rows but for those columns (a re-run), as merge_upsert."""
     target = ensure_table(spark, cfg, name)
+    if ignore is not None:
+        keys = list(TABLES[name].keys)
+        df = _align(df, _schema(spark, TABLES[name].ddl))
+        old = target.toDF().join(scope, scope_column, "left_semi")
+        if _new_or_changed(df, old, keys, ignore).isEmpty() and old.join(df.select(*keys), keys,
+                                                                          "left_anti").isEmpty():
+            return {"version": current_version(target)}  # no operation, no metrics
     _retry_on_conflict(name, lambda: target.alias("t").merge(scope.alias("s"), f"t.{scope_column} = s.{scope_column}")
                        .whenMatchedDelete().execute())
     return merge_new(spark, cfg, name, df)
