@@ -102,9 +102,9 @@ def test_a_table_removed_after_a_write_is_made_again_with_its_constraints(spark,
 
 
 def test_writing_the_same_rows_again_moves_no_version(spark, cfg):
-    """merge_upsert with `ignore` and merge_mirror commit nothing when nothing changes (a re-run), so what keys
-    on a table's version (report) sees no change that is none; a real change still lands."""
-    from distill.tables import merge_mirror, merge_upsert
+    """merge_upsert and merge_replace with `ignore`, and merge_mirror, commit nothing when nothing changes (a
+    re-run), so what keys on a table's version (report) sees no change that is none; a real change lands."""
+    from distill.tables import merge_mirror, merge_replace, merge_upsert
 
     now = datetime.now(timezone.utc)
 
@@ -133,6 +133,25 @@ def test_writing_the_same_rows_again_moves_no_version(spark, cfg):
     assert merge_mirror(spark, cfg, "sft", sft(("q1", 2)), changed)["version"] > v2  # q1 replaced, q2 gone
     rows = spark.read.format("delta").load(table_path(cfg, "sft")).collect()
     assert sorted((r.query_id, r.attempt) for r in rows) == [("q1", 2)]
+
+    def items(run_id, *ids, prompt="p"):
+        rows = [("b", i, "math", None, None, prompt, "1", None, f"h{i}", None, 1, run_id) for i in ids]
+        return spark.createDataFrame(rows, TABLES["eval_items"].ddl)
+
+    def item_rows():
+        return sorted((r.item_id, r.prompt, r.run_id) for r in spark.read.format("delta").load(
+            table_path(cfg, "eval_items")).collect())
+
+    scope = spark.createDataFrame([("b",)], "benchmark string")
+    v3 = merge_replace(spark, cfg, "eval_items", items("r1", "1", "2"), "benchmark", scope, ignore=("run_id",))[
+        "version"]
+    assert merge_replace(spark, cfg, "eval_items", items("r2", "1", "2"), "benchmark", scope,
+                         ignore=("run_id",)) == {"version": v3}
+    assert item_rows() == [("1", "p", "r1"), ("2", "p", "r1")]
+    for changed, want in ((items("r3", "1"), [("1", "p", "r3")]),  # a row fewer
+                          (items("r4", "1", prompt="q"), [("1", "q", "r4")])):  # a row changed
+        merge_replace(spark, cfg, "eval_items", changed, "benchmark", scope, ignore=("run_id",))
+        assert item_rows() == want
 
 
 def test_a_run_finds_its_own_commit_when_another_run_committed_after_it(spark, cfg):
