@@ -165,9 +165,9 @@ def verify_pending(spark, cfg, rec, ledger: Ledger, work: DataFrame, spec: st.Ve
                                     "category string, verifier string, verifier_version string")
     todo = st.stale(ledger.read(spark, cfg), current, ledger.accept_no_verifier).join(
         work.select("query_id", "messages", "reference_answer", "test_cases", "constraints"), "query_id")
-    n, counts = todo.count(), {}
-    if n:  # most runs: nothing, and then no staging write either
-        with rec.step("verify"), rec.watch("attempts verified", n) as counter:
+    waiting, counts = todo.count(), {}
+    if waiting:  # most runs: nothing, and then no staging write either
+        with rec.step("verify"), rec.watch("attempts verified", waiting) as counter:
             staged, path = stage(spark, cfg, st.verify(todo, spec, cfg.verify.partitions, counter), "verify")
             counts = {r["verify_status"]: r["count"] for r in staged.groupBy("verify_status").count().collect()}
             if counts:
