@@ -99,6 +99,8 @@ def test_curate_and_score_keys_are_checked():
         load_config(None, ["curate.max_perplexity_by_teacher={t: high}"])
     with pytest.raises(ConfigError, match=r"score\.perplexity\.engine: must be one of transformers, vllm"):
         load_config(None, ["score.perplexity.engine=tgi"])
+    with pytest.raises(ConfigError, match=r"verify\.ifeval_score: must be one of strict, loose"):
+        load_config(None, ["verify.ifeval_score=lenient"])
     with pytest.raises(ConfigError, match=r"export\.formats\.0: must be one of jsonl, parquet"):
         load_config(None, ["export.formats=[csv]"])
 

@@ -1,6 +1,7 @@
 """The offline IFEval verifier: every instruction id's check (a passing and a failing answer each), relation
 boundaries, the regex sentence splitter, language detection, kwargs decoding, undecided instructions and the
-judge hook, and how a row's status and score come out of its answer part."""
+judge hook, IFEval's loose variant beside the strict one, and how a row's status and score come out of its
+answer part."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from distill.verifiers.base import INFRA_ERROR, NO_VERIFIER, OK, PARSE_ERROR
 from distill.verifiers.ifeval import (
     INSTRUCTIONS,
+    LOOSE_VERSION,
     VERSION,
     IfEvalVerifier,
     InvalidKwargs,
@@ -18,6 +20,8 @@ from distill.verifiers.ifeval import (
     count_words,
     detect_language,
     follows,
+    follows_loosely,
+    loose_variants,
     split_sentences,
 )
 from langdetect import DetectorFactory
@@ -281,3 +285,67 @@ def test_mixed_row_scores_the_fraction_followed():
     assert results[1].detail["followed"] == [True, True, False, True]
     assert not results[1].passed
     assert (results[0].verifier, results[0].verifier_version) == ("ifeval", VERSION)
+
+
+# --- IFEval's loose variant -------------------------------------------------------------------------------
+
+
+def test_loose_variants_are_the_originals_eight_texts():
+    assert loose_variants("Sure:\n**Hi** there\nBye*") == [
+        "Sure:\n**Hi** there\nBye*", "**Hi** there\nBye*", "Sure:\n**Hi** there", "**Hi** there",
+        "Sure:\nHi there\nBye", "Hi there\nBye", "Sure:\nHi there", "Hi there"]
+    assert loose_variants("one line") == ["one line", "", "", "", "one line", "", "", ""]
+
+
+QUOTED = ("startend:quotation", {})
+ENDS = ("startend:end_checker", {"end_phrase": "Any other questions?"})
+
+
+# (instruction, answer, strict verdict, loose verdict): what the loose variant forgives, and what it does not
+@pytest.mark.parametrize(("instruction", "answer", "strict", "loose"), [
+    (QUOTED, '"All quoted."', True, True),
+    (QUOTED, 'Here it is:\n"All quoted."', False, True),  # a preamble line
+    (ENDS, "Done. Any other questions?\nHope this helps!", False, True),  # a sign-off line
+    (QUOTED, 'Intro:\n"All quoted."\nOutro.', False, True),  # both
+    (QUOTED, '**"All quoted."**', False, True),  # markdown emphasis
+    (QUOTED, 'Intro:\n"Half" quoted.\nOutro.', False, False),
+    (("punctuation:no_comma", {}), "First line\nsecond, with a comma\nthird line", False, False),
+    # a single line has nothing left without it: the empty text follows nothing, as in strict
+    (("keywords:forbidden_words", {"forbidden_words": ["war"]}), "war", False, False),
+])
+def test_loose_forgives_a_first_or_last_line_and_asterisks(instruction, answer, strict, loose):
+    instruction_id, kwargs = instruction
+    assert (follows(instruction_id, answer, kwargs), follows_loosely(instruction_id, answer, kwargs)) == (
+        strict, loose)
+
+
+def test_the_detail_holds_both_scores_and_the_setting_picks_the_rows_score():
+    ids = ["startend:quotation", "punctuation:no_comma", "keywords:nonexistent", "custom:polite"]
+    answer = 'Here it is, friend:\n"Quoted, with a comma."'
+    judge = {"custom:polite": True}.get
+    strict, loose = (IfEvalVerifier(judge=lambda i, a, k: judge(i), loose=flag).verify_many(
+        [row(answer, ids, [{}, {}, {}, {}])])[0] for flag in (False, True))
+    detail = {"followed": [False, False, None, True], "followed_loose": [True, False, None, True],
+              "instruction_ids": ids, "undecided": ["keywords:nonexistent"],
+              "undecided_reasons": ["unknown instruction"], "judged": ["custom:polite"],
+              "strict_score": pytest.approx(1 / 3), "loose_score": pytest.approx(2 / 3)}
+    assert strict.detail == detail and loose.detail == detail
+    assert (strict.status, strict.score, strict.verifier_version) == (OK, pytest.approx(1 / 3), VERSION)
+    assert (loose.status, loose.score, loose.verifier_version) == (OK, pytest.approx(2 / 3), VERSION + LOOSE_VERSION)
+
+
+def test_the_configured_score_is_in_the_version_so_a_change_reverifies():
+    from distill.config import TeacherConfig, VerifyConfig
+    from distill.verifiers import Verifiers
+
+    def versions(**kw):
+        return Verifiers(VerifyConfig(**kw)).versions()["instruction_following"]
+
+    judge = TeacherConfig("j", "replay", "x")
+    assert versions() == ("ifeval", "2")
+    assert versions(ifeval_score="loose") == ("ifeval", "2+loose")
+    assert versions(ifeval_score="loose", judge=judge, ifeval_llm=True)[1].startswith("2+loose+judge")
+    verifiers = Verifiers(VerifyConfig(ifeval_score="loose"))
+    quoted_after_a_preamble = row('Sure:\n"q"', ["startend:quotation"])
+    (result,) = verifiers.verify_rows([{"category": "instruction_following", **quoted_after_a_preamble}])
+    assert (result.score, result.verifier_version) == (1.0, "2+loose")

@@ -202,6 +202,9 @@ class VerifyConfig:
     # IFEval constraints the rules cannot decide. None: those categories get status no_verifier.
     judge: TeacherConfig | None = None
     ifeval_llm: bool = False  # ask the judge about IFEval instructions the rule checks cannot decide
+    # Which IFEval score is the row's score (the one the acceptance threshold reads): IFEval's strict verdicts
+    # on the answer as given, or its loose ones (first/last line and asterisks forgiven). The detail keeps both.
+    ifeval_score: Literal["strict", "loose"] = "strict"
     partitions: int = 0  # Spark partitions for verification; 0 = default parallelism
 
 

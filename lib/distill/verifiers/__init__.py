@@ -48,15 +48,16 @@ class Verifiers:
         """category -> (verifier, version) currently configured."""
         from distill.verifiers import code, ifeval, judge, math
 
+        loose = self.cfg.ifeval_score == "loose"
         out = {"math": ("math", math.VERSION), "code": ("code", code.VERSION),
-               "instruction_following": ("ifeval", ifeval.VERSION)}
+               "instruction_following": ("ifeval", ifeval.VERSION + (ifeval.LOOSE_VERSION if loose else ""))}
         j = self.cfg.judge
         if j is not None:
             version = judge.judge_version(judge_identity(j))
             if self.cfg.math.llm_judge:
                 out["math"] = ("math", f"{math.VERSION}+judge{version}")
             if self.cfg.ifeval_llm:
-                out["instruction_following"] = ("ifeval", f"{ifeval.VERSION}+judge{version}")
+                out["instruction_following"] = ("ifeval", f"{out['instruction_following'][1]}+judge{version}")
             out["science"] = ("judge-reference", version)
             out["multi_turn"] = out["general"] = ("judge-quality", version)
         return {c: out.get(c, (NONE, NONE_VERSION)) for c in CATEGORIES}
@@ -94,7 +95,7 @@ class Verifiers:
             from distill.verifiers.ifeval import IfEvalVerifier
 
             hook = self._judge().instruction_hook() if c.judge is not None and c.ifeval_llm else None
-            return IfEvalVerifier(judge=hook)
+            return IfEvalVerifier(judge=hook, loose=c.ifeval_score == "loose")
         if category in JUDGED and c.judge is not None:
             from distill.verifiers.judge import JudgeVerifier
 

@@ -1,10 +1,12 @@
 """IFEval instruction checks, re-implemented offline: the 25 instruction ids of Google's IFEval benchmark.
 
-Each check follows the original's "strict" verdict on the answer as given (no loose variants with the first or
-last line removed). Two things differ from the original on purpose, because the original needs NLTK data that
-is a download: sentences are counted by a regex splitter (`split_sentences`) instead of the punkt model, and
-`change_case:capital_word_frequency` tokenizes with a regex instead of `nltk.word_tokenize`. Word counting
-(`\\w+`) is identical to the original.
+Each check follows the original's "strict" verdict on the answer as given; `follows_loosely` is the original's
+"loose" verdict (the answer, or it without its first line, its last line or both, each also with its asterisks
+removed: an instruction followed by any of the eight counts). The verifier records both scores and scores by
+one of them (`verify.ifeval_score`, strict by default). Two things differ from the original on purpose,
+because the original needs NLTK data that is a download: sentences are counted by a regex splitter
+(`split_sentences`) instead of the punkt model, and `change_case:capital_word_frequency` tokenizes with a regex
+instead of `nltk.word_tokenize`. Word counting (`\\w+`) is identical to the original.
 
 The registry `INSTRUCTIONS` maps an instruction id to `check(answer, kwargs) -> bool`. A check raises
 `InvalidKwargs` where the original would have drawn a random value or raised (a missing or bad argument); the
@@ -26,7 +28,9 @@ from langdetect.lang_detect_exception import LangDetectException
 from distill.response import answer_part
 from distill.verifiers.base import INFRA_ERROR, NO_VERIFIER, OK, PARSE_ERROR, VerifyResult, failed
 
-VERSION = "1"
+# 2: the verdict's detail holds the loose verdicts and both scores beside the strict ones (scores unchanged).
+VERSION = "2"
+LOOSE_VERSION = "+loose"  # appended when the loose score is the row's score
 
 LESS_THAN, AT_LEAST = "less than", "at least"
 RELATIONS = (LESS_THAN, AT_LEAST)
@@ -430,6 +434,19 @@ def follows(instruction_id: str, answer: str, kwargs: Mapping[str, Any] | None =
     return bool(answer.strip()) and bool(verdict)
 
 
+def loose_variants(answer: str) -> list[str]:
+    """The eight texts IFEval's loose evaluation tries: the answer, without its first line, its last line or
+    both (each stripped), and each of those four with every asterisk removed (markdown emphasis)."""
+    lines = answer.split("\n")
+    cut = [answer, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    return [*cut, *(text.replace("*", "") for text in cut)]
+
+
+def follows_loosely(instruction_id: str, answer: str, kwargs: Mapping[str, Any] | None = None) -> bool:
+    """IFEval's loose verdict: the instruction is followed by any of `loose_variants(answer)`."""
+    return any(follows(instruction_id, text, kwargs) for text in loose_variants(answer))
+
+
 # --- the verifier -----------------------------------------------------------------------------------------
 
 
@@ -462,13 +479,16 @@ class IfEvalVerifier:
     or unusable kwargs is undecided and left out of the score. `judge`, when given, is asked about undecided
     instructions as judge(instruction_id, answer, kwargs) and returns True / False, or None when it cannot
     tell either; an exception from it makes the row an infra_error, so it is retried rather than scored.
+    The detail holds the strict and the loose verdicts and scores (a judged instruction counts the same in
+    both); `loose` makes the loose score the row's score.
     """
 
     name = "ifeval"
-    version = VERSION
 
-    def __init__(self, judge: Judge | None = None) -> None:
+    def __init__(self, judge: Judge | None = None, loose: bool = False) -> None:
         self.judge = judge
+        self.loose = loose
+        self.version = VERSION + (LOOSE_VERSION if loose else "")
 
     def verify_many(self, rows: Sequence[dict]) -> list[VerifyResult]:
         return [self.verify_one(row) for row in rows]
@@ -485,21 +505,25 @@ class IfEvalVerifier:
             return failed(self, PARSE_ERROR, reason="no answer part in the response")
 
         kwargs_list = _decode(constraints.get("kwargs"))
-        followed: list[bool | None] = []
+        strict: list[bool | None] = []
+        loose: list[bool | None] = []
         undecided, reasons, judged = [], [], []
         for index, instruction_id in enumerate(ids):
             kwargs = _kwargs_at(kwargs_list, index)
-            verdict, reason = None, None
+            verdict, loose_verdict, reason = None, None, None
             if kwargs is None:
                 reason = "kwargs are not a dict"
             else:
                 try:
                     verdict = follows(instruction_id, answer, kwargs)
+                    # the answer as given is the first loose variant: only a strict miss needs the others
+                    loose_verdict = verdict or follows_loosely(instruction_id, answer, kwargs)
                 except UnknownInstruction:
                     reason = "unknown instruction"
                 except InvalidKwargs as exc:
                     reason = f"invalid kwargs: {exc}"
                 except Exception as exc:  # a bug in one check must not sink the whole batch
+                    verdict = loose_verdict = None
                     reason = f"check error: {type(exc).__name__}"
             if verdict is None and self.judge is not None:
                 try:
@@ -508,16 +532,24 @@ class IfEvalVerifier:
                     return failed(self, INFRA_ERROR, reason=f"judge failed on {instruction_id}: {exc}"[:300],
                                   instruction_ids=ids)
                 if isinstance(opinion, bool):
-                    verdict = opinion
+                    verdict = loose_verdict = opinion
                     judged.append(instruction_id)
             if verdict is None:
                 undecided.append(instruction_id)
                 reasons.append(reason)
-            followed.append(verdict)
+            strict.append(verdict)
+            loose.append(loose_verdict)
 
-        detail = {"followed": followed, "instruction_ids": ids, "undecided": undecided,
+        detail = {"followed": strict, "followed_loose": loose, "instruction_ids": ids, "undecided": undecided,
                   "undecided_reasons": reasons, "judged": judged}
-        decided = [f for f in followed if f is not None]
-        if not decided:
+        strict_score, loose_score = _fraction(strict), _fraction(loose)
+        if strict_score is None:
             return failed(self, NO_VERIFIER, reason="no instruction could be decided", **detail)
-        return VerifyResult(sum(decided) / len(decided), OK, self.name, self.version, detail)
+        detail.update(strict_score=strict_score, loose_score=loose_score)
+        return VerifyResult(loose_score if self.loose else strict_score, OK, self.name, self.version, detail)
+
+
+def _fraction(verdicts: list[bool | None]) -> float | None:
+    """The fraction of decided verdicts that are True; None when none is decided."""
+    decided = [v for v in verdicts if v is not None]
+    return sum(decided) / len(decided) if decided else None
