@@ -225,31 +225,37 @@ def test_no_constraints_is_no_verifier(constraints):
     assert result.detail["reason"]
 
 
-def test_judge_decides_only_the_undecided():
+def test_judge_decides_only_the_undecided_in_one_batch():
     calls = []
 
-    def judge(instruction_id, answer, kwargs):
-        calls.append((instruction_id, answer, kwargs))
-        return {"custom:rhymes": False, "custom:polite": True}.get(instruction_id)
+    def judge(items):
+        calls.append(items)
+        return [{"custom:rhymes": False, "custom:polite": True}.get(i) for i, _, _ in items]
 
     ids = ["custom:rhymes", "punctuation:no_comma", "custom:polite", "custom:unknowable"]
     kwargs = [{"scheme": "AABB", "unused": None}, {}, None, {}]
-    result = IfEvalVerifier(judge=judge).verify_many([row("Kind words here", ids, kwargs)])[0]
-    assert calls == [("custom:rhymes", "Kind words here", {"scheme": "AABB"}),
-                     ("custom:polite", "Kind words here", {}),
-                     ("custom:unknowable", "Kind words here", {})]
+    result, other = IfEvalVerifier(judge=judge).verify_many([row("Kind words here", ids, kwargs),
+                                                             row("Other words", ["custom:polite"])])
+    assert calls == [[("custom:rhymes", "Kind words here", {"scheme": "AABB"}),
+                      ("custom:polite", "Kind words here", {}),
+                      ("custom:unknowable", "Kind words here", {}),
+                      ("custom:polite", "Other words", {})]]
     assert result.detail["followed"] == [False, True, True, None]
     assert result.detail["judged"] == ["custom:rhymes", "custom:polite"]
     assert result.detail["undecided"] == ["custom:unknowable"]
+    assert result.detail["undecided_reasons"] == ["unknown instruction"]
     assert (result.status, result.score) == (OK, pytest.approx(2 / 3))
+    assert (other.status, other.score, other.detail["judged"]) == (OK, 1.0, ["custom:polite"])
 
 
-def test_judge_failure_is_infra_error():
-    def judge(instruction_id, answer, kwargs):
+def test_judge_failure_is_infra_error_for_the_rows_that_asked():
+    def judge(items):
         raise RuntimeError("judge endpoint down")
 
-    result = IfEvalVerifier(judge=judge).verify_many([row("x", ["custom:thing"])])[0]
-    assert result.status == INFRA_ERROR
+    asked, decided = IfEvalVerifier(judge=judge).verify_many([row("x", ["custom:thing"]),
+                                                              row("x", ["punctuation:no_comma"])])
+    assert (asked.status, decided.status, decided.score) == (INFRA_ERROR, OK, 1.0)
+    assert "judge endpoint down" in asked.detail["reason"]
 
 
 def test_constraints_are_checked_on_the_answer_not_the_think_part():
@@ -322,8 +328,10 @@ def test_loose_forgives_a_first_or_last_line_and_asterisks(instruction, answer, 
 def test_the_detail_holds_both_scores_and_the_setting_picks_the_rows_score():
     ids = ["startend:quotation", "punctuation:no_comma", "keywords:nonexistent", "custom:polite"]
     answer = 'Here it is, friend:\n"Quoted, with a comma."'
-    judge = {"custom:polite": True}.get
-    strict, loose = (IfEvalVerifier(judge=lambda i, a, k: judge(i), loose=flag).verify_many(
+    def judge(items):
+        return [{"custom:polite": True}.get(i) for i, _, _ in items]
+
+    strict, loose = (IfEvalVerifier(judge=judge, loose=flag).verify_many(
         [row(answer, ids, [{}, {}, {}, {}])])[0] for flag in (False, True))
     detail = {"followed": [False, False, None, True], "followed_loose": [True, False, None, True],
               "instruction_ids": ids, "undecided": ["keywords:nonexistent"],

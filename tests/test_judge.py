@@ -1,15 +1,25 @@
 """LLM judges: versioned score parsing on both sides (readable, out of range, missing), the science and
 quality verifiers over a scripted engine (ok, parse_error on unreadable output, infra_error on engine
-failure, no answer), the math and IFEval hooks, versions that change with the judge model, and one
-judge end to end through the OpenAI-compatible engine against a local server."""
+failure, no answer), the math and IFEval verdicts in one batch each, versions that change with the judge
+model (and its weights), the verifier registry (config picks the verifier of a category, a score outside a
+verifier's range is an infra_error), and one judge end to end through the OpenAI-compatible engine against a
+local server."""
 
 from __future__ import annotations
 
 import pytest
-from distill.config import SamplingConfig, TeacherConfig
+from distill.config import CATEGORIES, SamplingConfig, TeacherConfig
 from distill.engines.base import Completion
 from distill.engines.openai_engine import OpenAIEngine, OpenAIOptions
-from distill.verifiers.judge import Judge, JudgeVerifier, judge_version, parse_rubric, parse_score, parse_verdict
+from distill.verifiers.judge import (
+    Judge,
+    JudgeVerifier,
+    judge_identity,
+    judge_version,
+    parse_rubric,
+    parse_score,
+    parse_verdict,
+)
 
 from tests.fake_openai import FakeOpenAI
 
@@ -97,17 +107,35 @@ def test_science_without_a_reference_falls_back_to_the_rubric():
     assert result.score == 0.5 and result.detail["rubric"] == "quality"
 
 
-def test_hooks_for_math_and_ifeval():
-    judge = Judge(Scripted(["Verdict: yes", "no verdict", "Verdict: no"]), {}, SamplingConfig())
-    assert judge.math_hook()("q", "1/2", "0.5") == (1.0, {})
-    assert judge.math_hook()("q", "1/2", "0.7")[0] is None
-    assert judge.instruction_hook()("x:y", "text", {"a": 1}) is False
+def test_math_and_ifeval_verdicts_are_one_batch():
+    engine = Scripted(["Verdict: yes", "no verdict", "ERROR:down", "Verdict: no", "Verdict: yes"])
+    judge = Judge(engine, {}, SamplingConfig())
+    calls = []
+    engine.generate = lambda requests, generate=engine.generate: calls.append(len(requests)) or generate(requests)
+    assert judge.math_verdicts([("q", "1/2", "0.5"), ("q", "1/2", "0.7"), ("q", "1/2", "2/4")]) == [
+        (1.0, {}), (None, {}), (None, {"judge_error": "down"})]
+    assert judge.instruction_verdicts([("x:y", "text", {"a": 1}), ("x:z", "text", {})]) == [False, True]
+    assert calls == [3, 2]
+    assert "Reference answer: 1/2" in engine.prompts[0] and "(parameters: {\"a\":1})" in engine.prompts[3]
 
 
 def test_version_follows_the_judge_model():
     a = judge_version({"engine": "vllm", "model": "/m/a"})
     assert a == judge_version({"engine": "vllm", "model": "/m/a"})
     assert a != judge_version({"engine": "vllm", "model": "/m/b"}) and a.startswith("1+")
+
+
+def test_version_follows_the_judge_models_weights(tmp_path):
+    """New weights in the same folder are a new judge: its verdicts are re-verified."""
+    model = tmp_path / "judge"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 10)
+    judge = TeacherConfig("j", "transformers", str(model))
+    first = judge_version(judge_identity(judge))
+    assert judge_version(judge_identity(judge)) == first
+    (model / "model.safetensors").write_bytes(b"\0" * 11)
+    assert judge_version(judge_identity(judge)) != first
 
 
 def test_a_judge_behind_an_openai_endpoint():
@@ -123,11 +151,59 @@ def test_verifiers_route_judged_categories_only_when_a_judge_is_configured():
     from distill.config import VerifyConfig
     from distill.verifiers import Verifiers
 
-    bare = Verifiers(VerifyConfig()).versions()
-    assert bare["science"] == ("none", "0") and bare["math"] == ("math", "1")
-    judged = Verifiers(VerifyConfig(judge=TeacherConfig("j", "replay", "x"))).versions()
-    assert judged["science"][0] == "judge-reference" and judged["general"][0] == "judge-quality"
-    assert judged["math"] == ("math", "1")  # the second stage is off unless math.llm_judge
+    bare = Verifiers(VerifyConfig())
+    assert bare.versions()["science"] == ("none", "0") and bare.versions()["math"] == ("math", "1")
+    assert [c for c in CATEGORIES if bare.loads_model(c)] == []
+    judged = Verifiers(VerifyConfig(judge=TeacherConfig("j", "replay", "x")))
+    assert judged.versions()["science"][0] == "judge-reference" and judged.versions()["general"][0] == "judge-quality"
+    assert judged.versions()["math"] == ("math", "1")  # the second stage is off unless math.llm_judge
+    assert [c for c in CATEGORIES if judged.loads_model(c)] == ["science", "multi_turn", "general"]
+
+
+def test_config_picks_the_verifier_of_a_category(tmp_path):
+    from distill.config import MathVerifyConfig, VerifyConfig
+    from distill.verifiers import Verifiers
+
+    (tmp_path / "judge.jsonl").write_text('{"source": "s", "id": "x", "response": "Score: 9"}\n')
+    judge = TeacherConfig("j", "replay", str(tmp_path / "judge.jsonl"))
+    v = Verifiers(VerifyConfig(judge=judge, math=MathVerifyConfig(llm_judge=True),
+                               verifiers={"science": "judge-quality", "general": "none", "code": "none"}))
+    versions = v.versions()
+    assert {c: versions[c][0] for c in CATEGORIES} == {
+        "math": "math", "code": "none", "science": "judge-quality", "instruction_following": "ifeval",
+        "multi_turn": "judge-quality", "general": "none"}
+    assert versions["math"][1].startswith("1+judge") and v.loads_model("math") and not v.loads_model("general")
+    (result,) = v.verify_rows([{"category": "code", "response": "<think>t</think><answer>x</answer>"}])
+    assert (result.status, result.verifier) == ("no_verifier", "none")
+    assert v.get("science") is v.get("multi_turn")  # one verifier object serves both categories
+
+
+@pytest.mark.parametrize(("verifiers", "message"), [
+    ({"chemistry": "math"}, r"verify\.verifiers\.chemistry: unknown category"),
+    ({"general": "reward"}, r"verify\.verifiers\.general: unknown verifier 'reward' \(known: math, code, ifeval"),
+])
+def test_an_unknown_category_or_verifier_is_a_config_error_naming_the_key(verifiers, message):
+    from distill.config import ConfigError, load_config
+
+    items = ", ".join(f"{k}: {v}" for k, v in verifiers.items())
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"verify.verifiers={{{items}}}"])
+
+
+@pytest.mark.parametrize("score", [1.5, -0.1, float("nan")])
+def test_a_score_outside_the_declared_range_is_an_infra_error_not_clamped(score, monkeypatch):
+    from distill.config import VerifyConfig
+    from distill.verifiers import Verifiers
+    from distill.verifiers.base import VerifyResult
+
+    v = Verifiers(VerifyConfig())
+    broken = type("Broken", (), {"verify_many": lambda self, rows: [
+        VerifyResult(score, "ok", "code", "1", {"passed": 3}) for _ in rows]})()
+    monkeypatch.setitem(v._built, "code", broken)
+    (result,) = v.verify_rows([{"category": "code", "response": "x"}])
+    assert (result.status, result.score, result.verifier) == ("infra_error", 0.0, "code")
+    assert result.detail["passed"] == 3 and "outside the verifier's range [0, 1]" in result.detail["reason"]
+    assert repr(VerifyResult(score, "ok", "code", "1").score) == repr(score)  # a result keeps what it was given
 
 
 def test_results_carry_the_configured_version_even_offline(tmp_path):

@@ -259,14 +259,17 @@ def test_busy_worker_ends_itself_when_its_parent_dies():
 
 
 class FakeJudge:
-    def __init__(self, score):
-        self.score, self.calls = score, []
+    """The batch protocol of Judge.math_verdicts: one call per batch, one (score, detail) per item."""
 
-    def __call__(self, question, reference, answer):
-        self.calls.append((question, reference, answer))
+    def __init__(self, score):
+        self.score, self.calls, self.batches = score, [], 0
+
+    def __call__(self, items):
+        self.batches += 1
+        self.calls += items
         if isinstance(self.score, Exception):
             raise self.score
-        return self.score, {"reply": "fake"}
+        return [(self.score, {"reply": "fake"}) for _ in items]
 
 
 JUDGED_ROWS = [
@@ -283,7 +286,7 @@ JUDGED_ROWS = [
 def test_judge_is_asked_only_when_math_verify_fails_and_upgrades():
     judge = FakeJudge(0.8)
     results = MathVerifier(workers=2, judge=judge).verify_many(JUDGED_ROWS)
-    assert [c[:2] for c in judge.calls] == [("three?", "3"), ("four?", "4")]
+    assert [c[:2] for c in judge.calls] == [("three?", "3"), ("four?", "4")] and judge.batches == 1
     assert judge.calls[0][2] == r"Thinking aloud. \boxed{2}"  # the judge reads the whole answer part
     assert [(r.status, r.score) for r in results] == [
         (OK, 1.0), (OK, 1.0), (OK, 1.0), (PARSE_ERROR, 0.0), (PARSE_ERROR, 0.0)]
@@ -305,6 +308,7 @@ def test_unreadable_judge_keeps_math_verify_outcome():
     assert results[0].detail["judge"]["reason"] == "unreadable_judge_output"
 
 
-def test_judge_failure_is_an_infra_error():
-    results = MathVerifier(workers=2, judge=FakeJudge(ConnectionError("down"))).verify_many(JUDGED_ROWS[1:2])
-    assert results[0].status == INFRA_ERROR and "ConnectionError" in results[0].detail["reason"]
+def test_judge_failure_is_an_infra_error_for_the_rows_that_asked():
+    results = MathVerifier(workers=2, judge=FakeJudge(ConnectionError("down"))).verify_many(JUDGED_ROWS)
+    assert [r.status for r in results] == [OK, INFRA_ERROR, INFRA_ERROR, PARSE_ERROR, PARSE_ERROR]
+    assert "ConnectionError" in results[1].detail["reason"]

@@ -205,7 +205,21 @@ class VerifyConfig:
     # Which IFEval score is the row's score (the one the acceptance threshold reads): IFEval's strict verdicts
     # on the answer as given, or its loose ones (first/last line and asterisks forgiven). The detail keeps both.
     ifeval_score: Literal["strict", "loose"] = "strict"
+    # Which verifier serves which category, by name (distill.verifiers.registry; `none`: unverified, status
+    # no_verifier). A category not listed keeps its default: math, code, ifeval, judge-reference for science,
+    # judge-quality for multi_turn and general (the judge ones need `judge`, else they are unverified too).
+    verifiers: dict[str, str] = field(default_factory=dict)
     partitions: int = 0  # Spark partitions for verification; 0 = default parallelism
+
+    def __post_init__(self) -> None:
+        from distill.verifiers.registry import NONE, REGISTRY
+
+        for category, name in self.verifiers.items():
+            if category not in CATEGORIES:
+                raise ValueError(f"verifiers.{category}: unknown category (known: {', '.join(CATEGORIES)})")
+            if name != NONE and name not in REGISTRY:
+                raise ValueError(f"verifiers.{category}: unknown verifier {name!r} "
+                                 f"(known: {', '.join([*REGISTRY, NONE])})")
 
 
 @dataclass

@@ -146,7 +146,7 @@ def verify_spec(spark, verify) -> st.VerifySpec:
     """What tasks need to build the verifiers of `verify` (a VerifyConfig), with the driver's versions."""
     verifiers = Verifiers(verify)
     versions = verifiers.versions()
-    inline = tuple(c for c in versions if not verifiers.needs_judge(c))
+    inline = tuple(c for c in versions if not verifiers.loads_model(c))
     if verify.judge is not None:  # the judge's model is opened in tasks too (versions keep the configured name)
         verify = dataclasses.replace(verify, judge=for_tasks(verify.judge))
     return st.VerifySpec(json.dumps(dataclasses.asdict(verify)), versions, cores_per_task(spark), inline)

@@ -31,7 +31,8 @@ class VerifyResult:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown verify status {self.status!r}")
-        self.score = min(1.0, max(0.0, float(self.score)))
+        # never clamped: a score outside the verifier's declared range is a broken check (Verifiers.verify_rows)
+        self.score = float(self.score)
 
     @property
     def passed(self) -> bool:

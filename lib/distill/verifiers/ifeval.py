@@ -36,7 +36,8 @@ LESS_THAN, AT_LEAST = "less than", "at least"
 RELATIONS = (LESS_THAN, AT_LEAST)
 
 Check = Callable[[str, Mapping[str, Any]], bool]
-Judge = Callable[[str, str, dict], "bool | None"]
+# the optional judge, asked once per batch: [(instruction id, answer, kwargs)] -> [followed | None]
+Judge = Callable[[Sequence[tuple[str, str, dict]]], "list[bool | None]"]
 
 
 class InvalidKwargs(ValueError):
@@ -476,11 +477,11 @@ class IfEvalVerifier:
 
     A row needs `response` and `constraints` = {"instruction_id_list": [...], "kwargs": [...]}, kwargs[i]
     belonging to instruction_id_list[i] (a dict, or a JSON string of one). An instruction with an unknown id
-    or unusable kwargs is undecided and left out of the score. `judge`, when given, is asked about undecided
-    instructions as judge(instruction_id, answer, kwargs) and returns True / False, or None when it cannot
-    tell either; an exception from it makes the row an infra_error, so it is retried rather than scored.
-    The detail holds the strict and the loose verdicts and scores (a judged instruction counts the same in
-    both); `loose` makes the loose score the row's score.
+    or unusable kwargs is undecided and left out of the score. `judge`, when given, is asked about the
+    undecided instructions of a whole batch at once, [(instruction_id, answer, kwargs)] -> [True / False /
+    None when it cannot tell]; an exception from it makes the rows that asked infra_errors, so they are
+    retried rather than scored. The detail holds the strict and the loose verdicts and scores (a judged
+    instruction counts the same in both); `loose` makes the loose score the row's score.
     """
 
     name = "ifeval"
@@ -491,9 +492,28 @@ class IfEvalVerifier:
         self.version = VERSION + (LOOSE_VERSION if loose else "")
 
     def verify_many(self, rows: Sequence[dict]) -> list[VerifyResult]:
-        return [self.verify_one(row) for row in rows]
+        checked = [self._check(row) for row in rows]
+        asks = [(r, k) for r, c in enumerate(checked) if isinstance(c, dict)
+                for k, reason in enumerate(c["reasons"]) if reason is not None]
+        if asks and self.judge is not None:
+            try:
+                opinions = self.judge([(checked[r]["ids"][k], checked[r]["answer"], checked[r]["kwargs"][k] or {})
+                                       for r, k in asks])
+            except Exception as exc:  # a judge outage is not a wrong answer
+                for r in dict.fromkeys(r for r, _ in asks):
+                    checked[r] = failed(self, INFRA_ERROR, reason=f"judge failed: {exc}"[:300],
+                                        instruction_ids=checked[r]["ids"])
+            else:
+                for (r, k), opinion in zip(asks, opinions, strict=True):
+                    if isinstance(opinion, bool):
+                        c = checked[r]
+                        c["strict"][k] = c["loose"][k] = opinion
+                        c["reasons"][k] = None
+                        c["judged"].append(c["ids"][k])
+        return [c if isinstance(c, VerifyResult) else self._result(c) for c in checked]
 
-    def verify_one(self, row: Mapping[str, Any]) -> VerifyResult:
+    def _check(self, row: Mapping[str, Any]) -> VerifyResult | dict:
+        """The rule verdicts of one row (a dict), or its final result when there is nothing to check."""
         constraints = _decode(row.get("constraints"))
         ids = _decode(constraints.get("instruction_id_list")) if isinstance(constraints, Mapping) else None
         if not isinstance(ids, Sequence) or isinstance(ids, str) or not ids:
@@ -505,9 +525,8 @@ class IfEvalVerifier:
             return failed(self, PARSE_ERROR, reason="no answer part in the response")
 
         kwargs_list = _decode(constraints.get("kwargs"))
-        strict: list[bool | None] = []
-        loose: list[bool | None] = []
-        undecided, reasons, judged = [], [], []
+        c: dict[str, Any] = {"ids": ids, "answer": answer, "kwargs": [], "strict": [], "loose": [], "reasons": [],
+                             "judged": []}
         for index, instruction_id in enumerate(ids):
             kwargs = _kwargs_at(kwargs_list, index)
             verdict, loose_verdict, reason = None, None, None
@@ -525,24 +544,16 @@ class IfEvalVerifier:
                 except Exception as exc:  # a bug in one check must not sink the whole batch
                     verdict = loose_verdict = None
                     reason = f"check error: {type(exc).__name__}"
-            if verdict is None and self.judge is not None:
-                try:
-                    opinion = self.judge(instruction_id, answer, kwargs or {})
-                except Exception as exc:  # a judge outage is not a wrong answer
-                    return failed(self, INFRA_ERROR, reason=f"judge failed on {instruction_id}: {exc}"[:300],
-                                  instruction_ids=ids)
-                if isinstance(opinion, bool):
-                    verdict = loose_verdict = opinion
-                    judged.append(instruction_id)
-            if verdict is None:
-                undecided.append(instruction_id)
-                reasons.append(reason)
-            strict.append(verdict)
-            loose.append(loose_verdict)
+            for key, value in (("kwargs", kwargs), ("strict", verdict), ("loose", loose_verdict), ("reasons", reason)):
+                c[key].append(value)
+        return c
 
-        detail = {"followed": strict, "followed_loose": loose, "instruction_ids": ids, "undecided": undecided,
-                  "undecided_reasons": reasons, "judged": judged}
-        strict_score, loose_score = _fraction(strict), _fraction(loose)
+    def _result(self, c: dict) -> VerifyResult:
+        undecided = [(i, why) for i, why in zip(c["ids"], c["reasons"], strict=True) if why is not None]
+        detail = {"followed": c["strict"], "followed_loose": c["loose"], "instruction_ids": c["ids"],
+                  "undecided": [i for i, _ in undecided], "undecided_reasons": [why for _, why in undecided],
+                  "judged": c["judged"]}
+        strict_score, loose_score = _fraction(c["strict"]), _fraction(c["loose"])
         if strict_score is None:
             return failed(self, NO_VERIFIER, reason="no instruction could be decided", **detail)
         detail.update(strict_score=strict_score, loose_score=loose_score)

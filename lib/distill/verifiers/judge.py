@@ -12,11 +12,11 @@ first: only the text after `</think>` is parsed.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 
-from distill.config import SamplingConfig
+from distill.config import SamplingConfig, TeacherConfig
 from distill.engines.base import Engine, Request
-from distill.ids import canonical_json, stable_id
+from distill.ids import canonical_json, model_identity, stable_id
 from distill.response import answer_part
 from distill.verifiers.base import INFRA_ERROR, OK, PARSE_ERROR, VerifyResult
 
@@ -119,6 +119,13 @@ def conversation_text(row: dict) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages if m.get("role") != "system")
 
 
+def judge_identity(judge: TeacherConfig) -> dict:
+    """What a judge's verdicts depend on: its engine, its model (a folder's fingerprint, so new weights at the
+    same path count as a new judge), sampling and system prompt."""
+    return {"engine": judge.engine, "model": model_identity(judge.model), "sampling": vars(judge.sampling),
+            "system_prompt": judge.system_prompt}
+
+
 def judge_version(identity: dict) -> str:
     """The prompts' version plus a short hash of the judge (engine, model, sampling)."""
     return f"{PROMPT_VERSION}+{stable_id(canonical_json(identity))[:8]}"
@@ -138,22 +145,22 @@ class Judge:
                     for p, k in zip(prompts, keys, strict=True)]
         return [(c.text, c.error) for c in self.engine.generate(requests)]
 
-    def math_hook(self) -> Callable[[str, str, str], tuple[float | None, dict]]:
-        def judge(question: str, reference: str, answer: str) -> tuple[float | None, dict]:
-            prompt = VERDICT_PROMPT.format(task=MATH_TASK.format(question=question, reference=reference,
-                                                                 answer=answer))
-            reply, error = self.ask([prompt], [f"math/{stable_id(prompt)}"])[0]
+    def math_verdicts(self, items: Sequence[tuple[str, str, str]]) -> list[tuple[float | None, dict]]:
+        """(question, reference, answer) -> (1.0 equivalent / 0.0 not / None unreadable, detail), one batch."""
+        prompts = [VERDICT_PROMPT.format(task=MATH_TASK.format(question=q, reference=r, answer=a))
+                   for q, r, a in items]
+        out = []
+        for reply, error in self.ask(prompts, [f"math/{stable_id(p)}" for p in prompts]):
             verdict = parse_verdict(reply)
-            return (None if verdict is None else float(verdict)), {"judge_error": error} if error else {}
-        return judge
+            out.append(((None if verdict is None else float(verdict)), {"judge_error": error} if error else {}))
+        return out
 
-    def instruction_hook(self) -> Callable[[str, str, dict], bool | None]:
-        def judge(instruction_id: str, answer: str, kwargs: dict) -> bool | None:
-            prompt = VERDICT_PROMPT.format(task=INSTRUCTION_TASK.format(
-                instruction=instruction_id, kwargs=canonical_json(kwargs), answer=answer))
-            reply, _ = self.ask([prompt], [f"ifeval/{stable_id(prompt)}"])[0]
-            return parse_verdict(reply)
-        return judge
+    def instruction_verdicts(self, items: Sequence[tuple[str, str, dict]]) -> list[bool | None]:
+        """(IFEval instruction id, answer, kwargs) -> followed / not / None unreadable, one batch."""
+        prompts = [VERDICT_PROMPT.format(task=INSTRUCTION_TASK.format(
+            instruction=instruction_id, kwargs=canonical_json(kwargs), answer=answer))
+            for instruction_id, answer, kwargs in items]
+        return [parse_verdict(reply) for reply, _ in self.ask(prompts, [f"ifeval/{stable_id(p)}" for p in prompts])]
 
 
 class JudgeVerifier:

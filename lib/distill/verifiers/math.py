@@ -60,7 +60,8 @@ DETAIL_CHARS = 200  # how much of the extracted answer the detail keeps
 JUDGE_ANSWER_CHARS = 4000  # the judge sees the answer part, cut to this, not only the extracted span
 START_TIMEOUT_S = 60.0  # a worker that is not ready by then is given up on (the fork server's first import)
 
-Judge = Callable[[str, str, str], "tuple[float | None, dict]"]
+# the optional second opinion, asked once per batch: [(question, reference, answer)] -> [(score | None, detail)]
+Judge = Callable[[Sequence[tuple[str, str, str]]], "list[tuple[float | None, dict]]"]
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +341,7 @@ class _Worker:
 
 # A pool's per-row outcome: ("done", verify_pair result) | ("timeout", None) | ("error", detail dict)
 Outcome = tuple[str, Any]
+ASK_JUDGE = (("done", NO_MATCH), ("done", ANSWER_UNPARSED))  # the outcomes a configured judge may overturn
 
 
 class _Pool:
@@ -518,8 +520,11 @@ class MathVerifier:
 
         if jobs:
             outcomes = self._run_pool([(gold, target) for _, gold, target, _ in jobs])
-            for (i, gold, target, answer), outcome in zip(jobs, outcomes, strict=True):
-                results[i] = self._result(rows[i], gold, target, answer, outcome)
+            for (i, gold, target, _), outcome in zip(jobs, outcomes, strict=True):
+                results[i] = self._result(gold, target, outcome)
+            if self.judge is not None:  # math-verify said no or could not read the answer: the judge decides
+                self._ask_judge(rows, results, [(i, gold, answer) for (i, gold, _, answer), outcome
+                                                in zip(jobs, outcomes, strict=True) if outcome in ASK_JUDGE])
         return results  # type: ignore[return-value]
 
     def _run_pool(self, pairs: list[tuple[str, str]]) -> list[Outcome]:
@@ -530,7 +535,7 @@ class MathVerifier:
             _discard_pool(self.workers)
             return [("error", {"reason": f"pool: {type(exc).__name__}: {exc}"[:300]})] * len(pairs)
 
-    def _result(self, row: dict, gold: str, target: str, answer: str, outcome: Outcome) -> VerifyResult:
+    def _result(self, gold: str, target: str, outcome: Outcome) -> VerifyResult:
         detail: dict[str, Any] = {"extracted": target[:DETAIL_CHARS], "stage": "math_verify"}
         kind, value = outcome
         if kind == "timeout":
@@ -541,22 +546,32 @@ class MathVerifier:
             return VerifyResult(1.0, OK, self.name, self.version, detail)
         if value == GOLD_UNPARSED:
             return failed(self, PARSE_ERROR, reason=GOLD_UNPARSED, **detail)
-        first = (VerifyResult(0.0, OK, self.name, self.version, {**detail, "math_verify": value}) if value == NO_MATCH
-                 else failed(self, PARSE_ERROR, reason=ANSWER_UNPARSED, **detail))
-        if self.judge is None:
-            return first
-        return self._judged(row, gold, answer, first, value)
+        if value == NO_MATCH:
+            return VerifyResult(0.0, OK, self.name, self.version, {**detail, "math_verify": value})
+        return failed(self, PARSE_ERROR, reason=ANSWER_UNPARSED, **detail)
 
-    def _judged(self, row: dict, gold: str, answer: str, first: VerifyResult, math_verify: str) -> VerifyResult:
+    def _ask_judge(self, rows: Sequence[dict], results: list, asks: list[tuple[int, str, str]]) -> None:
+        """One judge batch for the rows math-verify could not confirm; its verdicts replace theirs."""
+        if not asks:
+            return
         try:
-            score, judge_detail = self.judge(_question(row), gold, answer[:JUDGE_ANSWER_CHARS])
-        except Exception as exc:  # a judge outage is not a wrong answer: retry the row later
-            return failed(self, INFRA_ERROR, **{**first.detail, "reason": f"judge: {type(exc).__name__}: {exc}"[:300]})
+            opinions = self.judge([(_question(rows[i]), gold, answer[:JUDGE_ANSWER_CHARS])
+                                   for i, gold, answer in asks])
+        except Exception as exc:  # a judge outage is not a wrong answer: retry the rows later
+            for i, _, _ in asks:
+                results[i] = failed(self, INFRA_ERROR, **{**results[i].detail,
+                                                          "reason": f"judge: {type(exc).__name__}: {exc}"[:300]})
+            return
+        for (i, _, _), (score, judge_detail) in zip(asks, opinions, strict=True):
+            results[i] = self._judged(results[i], score, judge_detail)
+
+    def _judged(self, first: VerifyResult, score: float | None, judge_detail: dict) -> VerifyResult:
         if score is None:
             detail = {**first.detail, "judge": {"reason": "unreadable_judge_output", **(judge_detail or {})}}
             return VerifyResult(first.score, first.status, self.name, self.version, detail)
         detail = {k: v for k, v in first.detail.items() if k != "reason"}  # the judge decided: not a parse error
-        detail.update(stage="judge", math_verify=math_verify, judge_score=float(score))
+        detail.update(stage="judge", math_verify=first.detail.get("math_verify", ANSWER_UNPARSED),
+                      judge_score=float(score))
         if judge_detail:
             detail["judge"] = judge_detail
         return VerifyResult(1.0 if score >= 0.5 else 0.0, OK, self.name, self.version, detail)
