@@ -9,7 +9,7 @@ point loses at most the round in flight; a re-run finds every stored attempt and
 from __future__ import annotations
 
 from distill.config import ConfigError
-from distill.engines import check_engine
+from distill.engines import check_engine, check_local_path
 from distill.generation import generate_attempts
 from distill.tables import table_path
 from pyspark.sql import functions as F
@@ -36,6 +36,8 @@ def _teachers(cfg, names):
                 check_engine(t, f"teachers.{i}")
         if cfg.verify.judge is not None:
             check_engine(cfg.verify.judge, "verify.judge")
+        if cfg.verify.reward_model is not None:
+            check_local_path(cfg.verify.reward_model.model, "verify.reward_model.model")
     except ConfigError as err:
         raise SystemExit(f"config error: {err}") from None
     return chosen

@@ -195,6 +195,37 @@ class CodeVerifyConfig:
 
 
 @dataclass
+class RewardModelConfig:
+    """A local reward model (sequence classification with one output) for the `reward-model` and
+    `judge-quality+reward-model` verifiers (verify.verifiers). Its raw reward becomes a [0, 1] score by `calibration`:
+    sigmoid: 1 / (1 + exp(-(raw - offset) / scale)); anchors: [raw for 0, raw for 1], linear between, clipped."""
+
+    model: str = ""  # a local model folder (nothing is downloaded)
+    device: str = "cpu"
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto
+    batch_size: int = 8  # conversations per forward pass
+    max_tokens: int = 4096  # conversation + answer tokens at most; a longer one keeps its end (the answer)
+    calibration: Literal["sigmoid", "anchors"] = "sigmoid"
+    scale: float = 1.0
+    offset: float = 0.0  # the raw reward that maps to 0.5
+    anchors: list[float] = field(default_factory=list)
+    combine: Literal["mean", "min"] = "mean"  # judge+reward-model: the judge's and the model's scores as one
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model: give the reward model's local folder")
+        if self.batch_size < 1:
+            raise ValueError("batch_size: must be >= 1")
+        if self.max_tokens < 2:
+            raise ValueError("max_tokens: must be >= 2")
+        if self.calibration == "sigmoid" and not self.scale > 0:
+            raise ValueError(f"scale: must be > 0, got {self.scale:g}")
+        if self.calibration == "anchors" and (len(self.anchors) != 2 or not self.anchors[0] < self.anchors[1]):
+            raise ValueError(f"anchors: give [raw reward for score 0, raw reward for score 1], the first lower; "
+                             f"got {self.anchors}")
+
+
+@dataclass
 class VerifyConfig:
     math: MathVerifyConfig = field(default_factory=MathVerifyConfig)
     code: CodeVerifyConfig = field(default_factory=CodeVerifyConfig)
@@ -209,6 +240,7 @@ class VerifyConfig:
     # no_verifier). A category not listed keeps its default: math, code, ifeval, judge-reference for science,
     # judge-quality for multi_turn and general (the judge ones need `judge`, else they are unverified too).
     verifiers: dict[str, str] = field(default_factory=dict)
+    reward_model: RewardModelConfig | None = None  # for the reward-model verifiers; None: none configured
     partitions: int = 0  # Spark partitions for verification; 0 = default parallelism
 
     def __post_init__(self) -> None:
@@ -220,6 +252,10 @@ class VerifyConfig:
             if name != NONE and name not in REGISTRY:
                 raise ValueError(f"verifiers.{category}: unknown verifier {name!r} "
                                  f"(known: {', '.join([*REGISTRY, NONE])})")
+            if "reward-model" in name and self.reward_model is None:
+                raise ValueError(f"verifiers.{category}: {name} needs verify.reward_model (a local model)")
+            if name.startswith("judge-") and "+" in name and self.judge is None:
+                raise ValueError(f"verifiers.{category}: {name} needs verify.judge")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from distill.config import TeacherConfig
 from distill.engines import for_tasks
 from distill.engines.replay import NO_RESPONSE
 from distill.faults import crash_point
-from distill.spark import cores_per_task, remove_path
+from distill.spark import cores_per_task, remove_path, resolve_path
 from distill.stages import generate as st
 from distill.tables import TABLES, ensure_table, merge_new, merge_update, stage, table_path
 from distill.verifiers import Verifiers
@@ -149,6 +149,9 @@ def verify_spec(spark, verify) -> st.VerifySpec:
     inline = tuple(c for c in versions if not verifiers.loads_model(c))
     if verify.judge is not None:  # the judge's model is opened in tasks too (versions keep the configured name)
         verify = dataclasses.replace(verify, judge=for_tasks(verify.judge))
+    if verify.reward_model is not None:  # likewise the reward model, by the path the driver sees
+        verify = dataclasses.replace(verify, reward_model=dataclasses.replace(
+            verify.reward_model, model=resolve_path(verify.reward_model.model)))
     return st.VerifySpec(json.dumps(dataclasses.asdict(verify)), versions, cores_per_task(spark), inline)
 
 

@@ -46,10 +46,10 @@ def check_engine(teacher: TeacherConfig, key: str) -> None:
             if name not in known:
                 raise ConfigError(f"{key}.engine_args.{name}: not a vLLM engine argument")
     if teacher.engine in LOCAL_MODEL:
-        _check_local_path(teacher.model, f"{key}.model")
+        check_local_path(teacher.model, f"{key}.model")
 
 
-def _check_local_path(path: str, key: str) -> None:
+def check_local_path(path: str, key: str) -> None:
     """A model (or replay file) the workers load must exist; nothing is downloaded at run time. Checked on the
     driver: nodes are expected to see the same paths (a shared mount, or the same folder baked into each)."""
     import os

@@ -108,10 +108,39 @@ def _judged(kind: str) -> Entry:
     return Entry(describe, build)
 
 
+def _reward(cfg: VerifyConfig) -> Spec | None:
+    from distill.verifiers.reward import NAME, reward_version
+
+    return None if cfg.reward_model is None else Spec(NAME, reward_version(cfg.reward_model), loads_model=True)
+
+
+def _build_reward(cfg: VerifyConfig, workers: int, judge: Callable[[], Judge]):
+    from distill.verifiers.reward import RewardModelVerifier
+
+    return RewardModelVerifier(cfg.reward_model, threads=workers)
+
+
+def _judge_and_reward(cfg: VerifyConfig) -> Spec | None:
+    judged, reward = _judged("quality").describe(cfg), _reward(cfg)
+    if judged is None or reward is None:
+        return None
+    return Spec(f"{judged.name}+{reward.name}", f"{judged.version}+rm{reward.version}+{cfg.reward_model.combine}",
+                loads_model=True)
+
+
+def _build_judge_and_reward(cfg: VerifyConfig, workers: int, judge: Callable[[], Judge]):
+    from distill.verifiers.reward import JudgeAndReward
+
+    return JudgeAndReward(_judged("quality").build(cfg, workers, judge), _build_reward(cfg, workers, judge),
+                          cfg.reward_model.combine)
+
+
 REGISTRY: dict[str, Entry] = {
     "math": Entry(_math, _build_math),
     "code": Entry(_code, _build_code),
     "ifeval": Entry(_ifeval, _build_ifeval),
     "judge-reference": _judged("reference"),
     "judge-quality": _judged("quality"),
+    "reward-model": Entry(_reward, _build_reward),  # chat: a local reward model alone ...
+    "judge-quality+reward-model": Entry(_judge_and_reward, _build_judge_and_reward),  # ... or beside the judge
 }
