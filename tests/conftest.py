@@ -78,6 +78,28 @@ def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
 
 
+def build_tiny_reward_model(out: Path, num_labels: int = 1, seed: int = 0) -> Path:
+    """A reward model built offline: the tiny Qwen2's tokenizer (with its chat template) and a random Qwen2
+    sequence classifier with `num_labels` outputs (a reward model has one)."""
+    import torch
+    from distill.tiny_model import build_tiny_model
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_model(out.parent / "tiny-lm"))
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
+    Qwen2ForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory) -> Path:
+    return build_tiny_reward_model(tmp_path_factory.mktemp("rm") / "tiny-rm")
+
+
 def free_port() -> int:
     import socket
 

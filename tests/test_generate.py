@@ -162,7 +162,7 @@ def test_a_crash_mid_round_then_a_rerun_loses_and_repeats_nothing(spark, cfg, se
 
 
 @pytest.mark.slow
-def test_a_new_verifier_version_reverifies_without_regenerating(spark, cfg, setup, monkeypatch):
+def test_a_new_verifier_version_reverifies_without_regenerating(spark, cfg, setup, monkeypatch, tiny_reward_model):
     assert run_cli("generate", *setup) == 0
     import distill.verifiers.ifeval as ifeval
 
@@ -173,6 +173,18 @@ def test_a_new_verifier_version_reverifies_without_regenerating(spark, cfg, setu
     versions = spark.read.format("delta").load(f"{cfg.warehouse}/attempts").where(
         "verifier = 'ifeval'").select("verifier_version").collect()
     assert [r.verifier_version for r in versions] == ["2-test"]
+
+    # a reward model for `general` (a verifier that loads a model: verified in a pass of its own, in Spark
+    # tasks): the one general attempt is verified again by it, nothing is generated (anchors far below any
+    # reward: every score is 1.0, so the attempt stays accepted)
+    reward = ["--set", "verify.verifiers={general: reward-model}", "--set",
+              f"verify.reward_model={{model: {tiny_reward_model}, calibration: anchors, anchors: [-1000, -999]}}"]
+    assert run_cli("generate", *setup, *reward) == 0
+    run = last_run(spark, cfg)
+    assert run.counts["verified"] == 1 and run.counts.get("teacher-a.generated", 0) == 0
+    (g1,) = spark.read.format("delta").load(f"{cfg.warehouse}/attempts").where("verifier = 'reward-model'").collect()
+    assert (g1.attempt, g1.verify_status, g1.verify_score, g1.accepted) == (1, "ok", 1.0, True)
+    assert set(json.loads(g1.verify_detail)) == {"reward", "tokens", "truncated"}
 
 
 def test_an_engine_that_cannot_answer_fails_the_job_clearly(spark, cfg, setup, capsys):

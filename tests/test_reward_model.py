@@ -13,26 +13,7 @@ from distill.verifiers import Verifiers
 from distill.verifiers.base import INFRA_ERROR, OK, PARSE_ERROR, VerifyResult
 from distill.verifiers.reward import JudgeAndReward, RewardModelVerifier, calibrate, reward_version
 
-
-def build_tiny_reward_model(out: Path, num_labels: int = 1, seed: int = 0) -> Path:
-    """The tiny Qwen2's tokenizer (with its chat template) and a random Qwen2 sequence classifier."""
-    import torch
-    from distill.tiny_model import build_tiny_model
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(build_tiny_model(out.parent / "tiny-lm"))
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
-    Qwen2ForSequenceClassification(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def reward_model(tmp_path_factory) -> Path:
-    return build_tiny_reward_model(tmp_path_factory.mktemp("rm") / "tiny-rm")
+from tests.conftest import build_tiny_reward_model
 
 
 def chat(turns: int, answer: str) -> dict:
@@ -61,12 +42,12 @@ def test_calibration_maps_raw_rewards_to_unit_scores():
     assert [calibrate(x, anchors) for x in (-5.0, -2.0, 2.0, 6.0, 9.0)] == [0.0, 0.0, 0.5, 1.0, 1.0]
 
 
-def test_batched_scores_equal_one_by_one_and_a_hand_computed_reward(reward_model):
+def test_batched_scores_equal_one_by_one_and_a_hand_computed_reward(tiny_reward_model):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    batched = rm(reward_model, batch_size=3).verify_many(ROWS)
-    single = [rm(reward_model, batch_size=1).verify_many([row])[0] for row in ROWS]
+    batched = rm(tiny_reward_model, batch_size=3).verify_many(ROWS)
+    single = [rm(tiny_reward_model, batch_size=1).verify_many([row])[0] for row in ROWS]
     assert [r.status for r in batched] == [OK] * len(ROWS)
     for b, s in zip(batched, single, strict=True):
         assert b.detail["reward"] == pytest.approx(s.detail["reward"], abs=1e-5)
@@ -74,8 +55,8 @@ def test_batched_scores_equal_one_by_one_and_a_hand_computed_reward(reward_model
     assert len({round(r.detail["reward"], 6) for r in batched}) == len(ROWS)  # the rows are told apart
 
     # by hand: the conversation and the answer part (not the think part) through the chat template
-    tokenizer = AutoTokenizer.from_pretrained(reward_model)
-    model = AutoModelForSequenceClassification.from_pretrained(reward_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model).eval()
     row = ROWS[1]
     text = tokenizer.apply_chat_template([*row["messages"], {"role": "assistant",
                                                              "content": "The sum is six, as computed above."}],
@@ -86,21 +67,21 @@ def test_batched_scores_equal_one_by_one_and_a_hand_computed_reward(reward_model
     assert batched[1].detail == {"reward": pytest.approx(raw, abs=1e-5), "tokens": len(ids), "truncated": False}
     assert batched[1].score == pytest.approx(1 / (1 + math.exp(-raw)), abs=1e-6)
     assert (batched[1].verifier, batched[1].verifier_version) == ("reward-model",
-                                                                 reward_version(RewardModelConfig(str(reward_model))))
+                                                                 reward_version(RewardModelConfig(str(tiny_reward_model))))
 
 
-def test_a_long_conversation_is_cut_from_the_left_so_the_answer_stays(reward_model):
-    whole = rm(reward_model).verify_many([ROWS[3]])[0]
-    cut = rm(reward_model, max_tokens=12).verify_many([ROWS[3]])[0]
+def test_a_long_conversation_is_cut_from_the_left_so_the_answer_stays(tiny_reward_model):
+    whole = rm(tiny_reward_model).verify_many([ROWS[3]])[0]
+    cut = rm(tiny_reward_model, max_tokens=12).verify_many([ROWS[3]])[0]
     assert whole.detail["tokens"] > 12 and not whole.detail["truncated"]
     assert (cut.status, cut.detail["tokens"], cut.detail["truncated"]) == (OK, 12, True)
     assert cut.detail["reward"] != pytest.approx(whole.detail["reward"])
 
 
-def test_statuses_on_failure(reward_model, tmp_path):
+def test_statuses_on_failure(tiny_reward_model, tmp_path):
     no_answer = {**ROWS[0], "response": "<think>only thinking</think>"}
     bad_messages = {**ROWS[0], "messages": [{"content": "no role"}]}
-    results = rm(reward_model).verify_many([no_answer, bad_messages, ROWS[0]])
+    results = rm(tiny_reward_model).verify_many([no_answer, bad_messages, ROWS[0]])
     assert [r.status for r in results] == [PARSE_ERROR, PARSE_ERROR, OK]
     assert results[0].detail["reason"] == "no_answer" and results[1].detail["reason"].startswith("render: ")
 
@@ -111,19 +92,19 @@ def test_statuses_on_failure(reward_model, tmp_path):
     assert result.status == INFRA_ERROR and "one output, this one has 2" in result.detail["reason"]
 
 
-def test_the_version_follows_the_weights_and_the_calibration(reward_model, tmp_path):
-    base = reward_version(RewardModelConfig(str(reward_model)))
-    assert base == reward_version(RewardModelConfig(str(reward_model)))
-    assert base != reward_version(RewardModelConfig(str(reward_model), offset=0.5))
-    assert base != reward_version(RewardModelConfig(str(reward_model), calibration="anchors", anchors=[0.0, 1.0]))
+def test_the_version_follows_the_weights_and_the_calibration(tiny_reward_model, tmp_path):
+    base = reward_version(RewardModelConfig(str(tiny_reward_model)))
+    assert base == reward_version(RewardModelConfig(str(tiny_reward_model)))
+    assert base != reward_version(RewardModelConfig(str(tiny_reward_model), offset=0.5))
+    assert base != reward_version(RewardModelConfig(str(tiny_reward_model), calibration="anchors", anchors=[0.0, 1.0]))
     other = build_tiny_reward_model(tmp_path / "other", seed=1)
     assert reward_version(RewardModelConfig(str(other))) != reward_version(RewardModelConfig(str(
         build_tiny_reward_model(tmp_path / "same-as-base"))))
 
 
-def test_config_makes_it_a_categorys_verifier(reward_model):
+def test_config_makes_it_a_categorys_verifier(tiny_reward_model):
     cfg = load_config(None, ["verify.verifiers={general: reward-model}",
-                             f"verify.reward_model={{model: {reward_model}, scale: 2.0}}"])
+                             f"verify.reward_model={{model: {tiny_reward_model}, scale: 2.0}}"])
     v = Verifiers(cfg.verify, workers=1)
     assert v.versions()["general"] == ("reward-model", reward_version(cfg.verify.reward_model))
     assert v.loads_model("general") and v.versions()["multi_turn"] == ("none", "0")
@@ -161,8 +142,8 @@ class FixedJudge:
     ("mean", VerifyResult(0.0, PARSE_ERROR, "judge-quality", "1"), (PARSE_ERROR, None)),
     ("mean", VerifyResult(0.0, INFRA_ERROR, "judge-quality", "1"), (INFRA_ERROR, None)),
 ])
-def test_the_reward_model_beside_the_judge(reward_model, combine, judge, expected):
-    reward = rm(reward_model)
+def test_the_tiny_reward_model_beside_the_judge(tiny_reward_model, combine, judge, expected):
+    reward = rm(tiny_reward_model)
     (alone,) = reward.verify_many([ROWS[0]])
     (both,) = JudgeAndReward(FixedJudge([judge]), reward, combine).verify_many([ROWS[0]])
     status, how = expected
@@ -177,10 +158,10 @@ def test_the_reward_model_beside_the_judge(reward_model, combine, judge, expecte
     assert row.status == INFRA_ERROR
 
 
-def test_registry_names_agree_with_the_verdicts(reward_model, tmp_path):
+def test_registry_names_agree_with_the_verdicts(tiny_reward_model, tmp_path):
     (tmp_path / "judge.jsonl").write_text('{"source": "s", "id": "x", "response": "Score: 9"}\n')
     cfg = VerifyConfig(judge=TeacherConfig("j", "replay", str(tmp_path / "judge.jsonl")),
-                       reward_model=RewardModelConfig(str(reward_model)),
+                       reward_model=RewardModelConfig(str(tiny_reward_model)),
                        verifiers={"general": "judge-quality+reward-model"})
     v = Verifiers(cfg, workers=1)
     name, version = v.versions()["general"]
