@@ -53,13 +53,13 @@ def run(spark, cfg, args, rec) -> None:
     from delta.tables import DeltaTable
 
     p = cfg.prepare
-    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "queries")):
-        raise SystemExit("prepare: no `queries` table yet; run ingest first")
-    with rec.step("benchmarks"):
+    with rec.step("benchmarks"):  # a config error first, before any table is looked at
         try:
             bench_rows = read_benchmarks(cfg)
         except BenchmarkError as err:
             raise SystemExit(f"config error: {err}") from None
+    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "queries")):
+        raise SystemExit("prepare: no `queries` table yet; run ingest first")
     if bench_rows and p.decontam.semantic:
         _check_embedder(p.embedder)
     rec.count("benchmark_items", len(bench_rows))
