@@ -181,6 +181,8 @@ def test_config_picks_the_verifier_of_a_category(tmp_path):
 @pytest.mark.parametrize(("verifiers", "message"), [
     ({"chemistry": "math"}, r"verify\.verifiers\.chemistry: unknown category"),
     ({"general": "reward"}, r"verify\.verifiers\.general: unknown verifier 'reward' \(known: math, code, ifeval"),
+    # named explicitly, a judge verifier without a judge is an error (as a default it leaves the category unverified)
+    ({"science": "judge-reference"}, r"verify\.verifiers\.science: judge-reference needs verify\.judge"),
 ])
 def test_an_unknown_category_or_verifier_is_a_config_error_naming_the_key(verifiers, message):
     from distill.config import ConfigError, load_config

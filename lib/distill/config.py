@@ -238,7 +238,8 @@ class VerifyConfig:
     ifeval_score: Literal["strict", "loose"] = "strict"
     # Which verifier serves which category, by name (distill.verifiers.registry; `none`: unverified, status
     # no_verifier). A category not listed keeps its default: math, code, ifeval, judge-reference for science,
-    # judge-quality for multi_turn and general (the judge ones need `judge`, else they are unverified too).
+    # judge-quality for multi_turn and general (the judge ones need `judge`: named here without it, a config
+    # error; as the defaults, they leave their categories unverified).
     verifiers: dict[str, str] = field(default_factory=dict)
     reward_model: RewardModelConfig | None = None  # for the reward-model verifiers; None: none configured
     partitions: int = 0  # Spark partitions for verification; 0 = default parallelism
@@ -252,10 +253,9 @@ class VerifyConfig:
             if name != NONE and name not in REGISTRY:
                 raise ValueError(f"verifiers.{category}: unknown verifier {name!r} "
                                  f"(known: {', '.join([*REGISTRY, NONE])})")
-            if "reward-model" in name and self.reward_model is None:
-                raise ValueError(f"verifiers.{category}: {name} needs verify.reward_model (a local model)")
-            if name.startswith("judge-") and "+" in name and self.judge is None:
-                raise ValueError(f"verifiers.{category}: {name} needs verify.judge")
+            for section in REGISTRY[name].needs if name != NONE else ():
+                if getattr(self, section) is None:
+                    raise ValueError(f"verifiers.{category}: {name} needs verify.{section}")
 
 
 @dataclass

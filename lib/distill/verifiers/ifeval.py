@@ -32,6 +32,11 @@ from distill.verifiers.base import INFRA_ERROR, NO_VERIFIER, OK, PARSE_ERROR, Ve
 VERSION = "2"
 LOOSE_VERSION = "+loose"  # appended when the loose score is the row's score
 
+
+def version_of(loose: bool) -> str:
+    """The verifier's version when the strict (or, `loose`, the loose) score is the row's score."""
+    return VERSION + (LOOSE_VERSION if loose else "")
+
 LESS_THAN, AT_LEAST = "less than", "at least"
 RELATIONS = (LESS_THAN, AT_LEAST)
 
@@ -489,7 +494,7 @@ class IfEvalVerifier:
     def __init__(self, judge: Judge | None = None, loose: bool = False) -> None:
         self.judge = judge
         self.loose = loose
-        self.version = VERSION + (LOOSE_VERSION if loose else "")
+        self.version = version_of(loose)
 
     def verify_many(self, rows: Sequence[dict]) -> list[VerifyResult]:
         checked = [self._check(row) for row in rows]

@@ -42,6 +42,8 @@ class Spec:
 class Entry:
     describe: Callable[[VerifyConfig], Spec | None]
     build: Callable[[VerifyConfig, int, Callable[[], Judge]], object]
+    # VerifyConfig sections it cannot do without: naming it in verify.verifiers without them is a config error
+    needs: tuple[str, ...] = ()
 
 
 def _judge_version(cfg: VerifyConfig) -> str | None:
@@ -83,7 +85,7 @@ def _build_code(cfg: VerifyConfig, workers: int, judge: Callable[[], Judge]):
 def _ifeval(cfg: VerifyConfig) -> Spec:
     from distill.verifiers import ifeval
 
-    version = ifeval.VERSION + (ifeval.LOOSE_VERSION if cfg.ifeval_score == "loose" else "")
+    version = ifeval.version_of(cfg.ifeval_score == "loose")
     judge = _judge_version(cfg) if cfg.ifeval_llm else None
     return Spec("ifeval", version + (f"+judge{judge}" if judge else ""), loads_model=judge is not None)
 
@@ -105,7 +107,7 @@ def _judged(kind: str) -> Entry:
 
         return JudgeVerifier(judge(), kind)
 
-    return Entry(describe, build)
+    return Entry(describe, build, needs=("judge",))
 
 
 def _reward(cfg: VerifyConfig) -> Spec | None:
@@ -121,11 +123,12 @@ def _build_reward(cfg: VerifyConfig, workers: int, judge: Callable[[], Judge]):
 
 
 def _judge_and_reward(cfg: VerifyConfig) -> Spec | None:
+    from distill.verifiers.reward import combined
+
     judged, reward = _judged("quality").describe(cfg), _reward(cfg)
     if judged is None or reward is None:
         return None
-    return Spec(f"{judged.name}+{reward.name}", f"{judged.version}+rm{reward.version}+{cfg.reward_model.combine}",
-                loads_model=True)
+    return Spec(*combined(judged.name, judged.version, reward.version, cfg.reward_model.combine), loads_model=True)
 
 
 def _build_judge_and_reward(cfg: VerifyConfig, workers: int, judge: Callable[[], Judge]):
@@ -141,6 +144,7 @@ REGISTRY: dict[str, Entry] = {
     "ifeval": Entry(_ifeval, _build_ifeval),
     "judge-reference": _judged("reference"),
     "judge-quality": _judged("quality"),
-    "reward-model": Entry(_reward, _build_reward),  # chat: a local reward model alone ...
-    "judge-quality+reward-model": Entry(_judge_and_reward, _build_judge_and_reward),  # ... or beside the judge
+    "reward-model": Entry(_reward, _build_reward, needs=("reward_model",)),  # chat: a reward model alone ...
+    "judge-quality+reward-model": Entry(_judge_and_reward, _build_judge_and_reward,  # ... or beside the judge
+                                        needs=("judge", "reward_model")),
 }

@@ -40,6 +40,11 @@ def reward_version(cfg: RewardModelConfig) -> str:
     return f"{VERSION}+{stable_id(canonical_json(identity))[:8]}"
 
 
+def combined(judge_name: str, judge_version: str, reward_version: str, combine: str) -> tuple[str, str]:
+    """The name and version of the judge with the reward model beside it (JudgeAndReward)."""
+    return f"{judge_name}+{NAME}", f"{judge_version}+rm{reward_version}+{combine}"
+
+
 def calibrate(raw: float, cfg: RewardModelConfig) -> float:
     """The raw reward as a score in [0, 1]."""
     if cfg.calibration == "anchors":
@@ -148,8 +153,7 @@ class JudgeAndReward:
 
     def __init__(self, judge, reward: RewardModelVerifier, combine: str):
         self.judge, self.reward, self.combine = judge, reward, combine
-        self.name = f"{judge.name}+{NAME}"
-        self.version = f"{judge.version}+rm{reward.version}+{combine}"
+        self.name, self.version = combined(judge.name, judge.version, reward.version, combine)
 
     def verify_many(self, rows: Sequence[dict]) -> list[VerifyResult]:
         out = []
