@@ -7,6 +7,7 @@ the settings users get, scaled down: local[2], no UI, few partitions.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -98,6 +99,15 @@ def build_tiny_reward_model(out: Path, num_labels: int = 1, seed: int = 0) -> Pa
 @pytest.fixture(scope="session")
 def tiny_reward_model(tmp_path_factory) -> Path:
     return build_tiny_reward_model(tmp_path_factory.mktemp("rm") / "tiny-rm")
+
+
+@pytest.fixture(scope="session")
+def vllm_facts(tiny_model) -> dict:
+    """What one vLLM engine on CPU answered (tests/scripts/vllm_smoke.py): an engine start takes ~40 s, so the
+    raw-vLLM check (test_stack) and VllmEngine's contract (test_engines) share one."""
+    done = run_subprocess([sys.executable, str(ROOT / "tests/scripts/vllm_smoke.py"), str(tiny_model)], timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from distill.engines.openai_engine import OpenAIEngine, OpenAIOptions
 from distill.engines.replay import NO_RESPONSE, ReplayEngine, ReplayOptions
 from distill.ids import query_id
 
-from tests.conftest import ROOT, free_port, run_subprocess
+from tests.conftest import ROOT, free_port
 from tests.engine_contract import CONVERSATIONS, SAMPLING, contract_facts, requests
 from tests.fake_openai import FakeOpenAI
 
@@ -114,20 +114,9 @@ def test_transformers_missing_model_path_is_clear(tmp_path):
         TransformersEngine(str(tmp_path / "nope"), TransformersOptions())
 
 
-VLLM_CONTRACT = """
-import json, sys
-from distill.engines.vllm_engine import VllmEngine
-from tests.engine_contract import contract_facts
-engine = VllmEngine(sys.argv[1], {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 256, "dtype": "float32"})
-print(json.dumps(contract_facts(engine)))
-"""
-
-
 @pytest.mark.slow
-def test_vllm_contract(tiny_model):
-    done = run_subprocess([sys.executable, "-c", VLLM_CONTRACT, str(tiny_model)], timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_contract(json.loads(done.stdout.strip().splitlines()[-1]))
+def test_vllm_contract(vllm_facts):
+    assert_contract(vllm_facts["contract"])  # VllmEngine in its own process (tests/scripts/vllm_smoke.py)
 
 
 # --- OpenAI-compatible ---------------------------------------------------------------------------------

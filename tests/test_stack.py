@@ -13,10 +13,8 @@ from tests.conftest import ROOT, run_subprocess, venv_bin
 
 
 @pytest.mark.slow
-def test_vllm_cpu_generates_and_scores_with_a_tiny_model(tiny_model):
-    done = run_subprocess([sys.executable, str(ROOT / "tests/scripts/vllm_smoke.py"), str(tiny_model)], timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    facts = json.loads(done.stdout.strip().splitlines()[-1])
+def test_vllm_cpu_generates_and_scores_with_a_tiny_model(vllm_facts):
+    facts = vllm_facts["smoke"]
     # the tokenizer's chat template was applied
     assert facts["prompt"] == "<|im_start|>user\nWhat is 6 times 7?<|im_end|>\n<|im_start|>assistant\n"
     assert len(facts["tokens"]) == 8

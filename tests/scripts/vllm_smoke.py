@@ -1,23 +1,32 @@
-"""Generate with vLLM on CPU from a tiny model; print JSON facts for tests/test_stack.py."""
+"""One vLLM engine on CPU from a tiny model, asked two sets of questions (one engine start, ~40 s, serves
+both tests): the raw vLLM facts tests/test_stack.py checks, and the engine contract tests/test_engines.py
+checks for VllmEngine. The last stdout line is {"smoke": {...}, "contract": {...}}."""
 
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engine: no spawned workers
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "lib")]
 
-from vllm import LLM, SamplingParams  # noqa: E402
+from distill.engines.vllm_engine import VllmEngine  # noqa: E402
+from vllm import SamplingParams  # noqa: E402
 
-llm = LLM(model=sys.argv[1], kv_cache_memory_bytes=64 * 2**20, max_model_len=256, dtype="float32", seed=0)
+from tests.engine_contract import contract_facts  # noqa: E402
+
+engine = VllmEngine(sys.argv[1], {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 256, "dtype": "float32"})
+llm = engine.llm
 greedy = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
 first = llm.chat([{"role": "user", "content": "What is 6 times 7?"}], greedy)[0]
 again = llm.chat([{"role": "user", "content": "What is 6 times 7?"}], greedy)[0]
 scored = llm.generate(["The answer is 42."], SamplingParams(max_tokens=1, prompt_logprobs=0))[0]
-print(json.dumps({
+smoke = {
     "prompt": first.prompt,
     "tokens": list(first.outputs[0].token_ids),
     "tokens_again": list(again.outputs[0].token_ids),
     "prompt_token_ids": list(scored.prompt_token_ids),
     "prompt_logprobs": [None if lp is None else {str(k): v.logprob for k, v in lp.items()}
                         for lp in scored.prompt_logprobs],
-}))
+}
+print(json.dumps({"smoke": smoke, "contract": contract_facts(engine)}))
