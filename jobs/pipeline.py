@@ -27,13 +27,18 @@ PIPELINE = (
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("--until", choices=PIPELINE, default=PIPELINE[-1],
+                        help="stop after this step (e.g. `--until curate` to make the datasets only)")
+
+
+def steps(until: str) -> tuple[str, ...]:
+    return PIPELINE[:PIPELINE.index(until) + 1]
 
 
 def run(spark, cfg, args, rec) -> None:
     from distill.runs import RunRecorder
 
-    for name in PIPELINE:
+    for name in steps(args.until):
         job = importlib.import_module(f"jobs.{name}")
         step_args = argparse.Namespace(**{**_defaults(job), **vars(args)})
         with rec.step(name), RunRecorder(spark, cfg, name) as step:
