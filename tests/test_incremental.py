@@ -1,14 +1,17 @@
-"""Incremental cost, from the `runs` table: the bundled sample is processed without 5% of its queries,
-then those arrive and the jobs run again. The second run embeds, generates, verifies and scores only for
-the new queries (the figures equal what the tables gained for exactly those queries), and the tables end
-as a single run over the whole sample leaves them (the session's shared `sample_run`). The time ratio is
-bench/bench_incremental.py's job."""
+"""Incremental cost, from the `runs` table: the tables hold the bundled sample without 5% of its
+queries (the shared run's tables, those queries' rows taken out), then those arrive and the jobs run again.
+The second run embeds, generates, verifies and scores only for the new queries (the figures equal what the
+tables gained for exactly those queries), and the tables end as a single run over the whole sample leaves
+them (the session's shared `sample_run`). The time ratio is bench/bench_incremental.py's job."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from tests.conftest import ROOT, cli_overrides, run_cli
 
@@ -45,28 +48,46 @@ def snapshot(spark, warehouse) -> dict:
              ("decontam_matches", "SELECT query_id, benchmark, item_id, method FROM decontam_matches"))}
 
 
+def without_late(spark, sample_run, home):
+    """A copy of the shared run's tables after curate, less every row the LATE queries left in them (their
+    embeddings too): where a run over the sample without them would have left the tables. One thing differs,
+    and does not matter: the old responses' corpus n-gram counts still include the late ones, but the corpus
+    key changes with the rows removed, so `score` recounts every teacher on the next run, as it would."""
+    from distill.query_filters import prompt_text
+
+    tables = ("queries", "ingest_files", "decontam_matches", "embeddings", "attempts", "sft")
+    sample_run.copy(home, tables)
+    path = {t: str(home / "warehouse" / t) for t in tables}
+    late = spark.read.format("delta").load(path["queries"]).where(F.col("source_id").isin(*LATE)).collect()
+    ids = [r.query_id for r in late]
+    hashes = [hashlib.sha256(prompt_text([{"role": m["role"], "content": m["content"]} for m in r.messages])
+                             .encode()).hexdigest()[:32] for r in late]
+    assert len(ids) == len(LATE)
+    for t in ("queries", "decontam_matches", "attempts", "sft"):
+        DeltaTable.forPath(spark, path[t]).delete(F.col("query_id").isin(*ids))
+    gone = DeltaTable.forPath(spark, path["embeddings"]).toDF().where(F.col("text_hash").isin(*hashes)).count()
+    DeltaTable.forPath(spark, path["embeddings"]).delete(F.col("text_hash").isin(*hashes))
+    assert gone == len(LATE)  # each late text was embedded, and is not any more
+
+
 def test_new_queries_cost_only_their_own_work(spark, tmp_path, sample_run, capsys):
     lines = (ROOT / "data/sample/queries.jsonl").read_text().splitlines(keepends=True)
     late = [line for line in lines if json.loads(line)["id"] in LATE]
     assert len(late) == len(LATE) == round(len(lines) * 0.05)
     n_new = len(late)
-    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
-    old.write_text("".join(line for line in lines if line not in late))
+    new = tmp_path / "new.jsonl"
     new.write_text("".join(late))
 
-    def run_all(warehouse, *inputs):
-        from tests.conftest import make_config
+    from tests.conftest import make_config
 
-        cfg = make_config(tmp_path / warehouse)
-        args = ["--conf", str(ROOT / "conf/local.yaml"), *cli_overrides(cfg),
-                "--set", f"score.perplexity.model={sample_run.reference}"]
-        for path in inputs:
-            assert run_cli("ingest", "--input", str(path), *args) == 0
-            for job in JOBS:
-                assert run_cli(job, *args) == 0, job
-        return cfg
-
-    cfg = run_all("incremental", old, new)
+    home = tmp_path / "incremental"
+    without_late(spark, sample_run, home)
+    cfg = make_config(home)
+    args = ["--conf", str(ROOT / "conf/local.yaml"), *cli_overrides(cfg),
+            "--set", f"score.perplexity.model={sample_run.reference}"]
+    assert run_cli("ingest", "--input", str(new), *args) == 0
+    for job in JOBS:
+        assert run_cli(job, *args) == 0, job
     capsys.readouterr()
     added = {r.query_id for r in spark.sql("SELECT query_id FROM queries WHERE ingest_run_id = "
                                            "(SELECT max_by(run_id, started_at) FROM runs WHERE job = 'ingest')")
