@@ -104,7 +104,8 @@ def tiny_reward_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_facts(tiny_model) -> dict:
     """What one vLLM engine on CPU answered (tests/scripts/vllm_smoke.py): an engine start takes ~40 s, so the
-    raw-vLLM check (test_stack) and VllmEngine's contract (test_engines) share one."""
+    raw-vLLM check (test_stack), VllmEngine's contract (test_engines) and VllmScorer (test_perplexity) share
+    one."""
     done = run_subprocess([sys.executable, str(ROOT / "tests/scripts/vllm_smoke.py"), str(tiny_model)], timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -177,8 +178,17 @@ def sample_run(tmp_path_factory) -> SampleRun:
     pipeline on the bundled sample), into a warehouse of its own. Tests only read it; a test that writes
     (a re-run, a killed job) works on `sample_run.copy(...)`. Its `score` trains the tiny reference model, which
     its `train` fine-tunes, as on a fresh clone."""
-    home = tmp_path_factory.mktemp("sample-run")
+    # A developer's quick loop: DISTILL_TEST_SAMPLE_RUN=DIR keeps the run in DIR between sessions (made once;
+    # tests must not write to it, as always). Its paths are in its tables, so it stays where it was made.
+    kept = os.environ.get("DISTILL_TEST_SAMPLE_RUN")
+    home = Path(kept) if kept else tmp_path_factory.mktemp("sample-run")
+    if kept and (home / "stdout.txt").is_file():
+        return SampleRun(home, (home / "stdout.txt").read_text(), (home / "stderr.txt").read_text())
+    home.mkdir(parents=True, exist_ok=True)
     run = SampleRun(home, "", "")
     done = run_subprocess([str(ROOT / "submit.sh"), *run.sets()], timeout=1800)  # a busy machine is slow
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    if kept:
+        (home / "stdout.txt").write_text(done.stdout)
+        (home / "stderr.txt").write_text(done.stderr)
     return SampleRun(home, done.stdout, done.stderr)

@@ -1,6 +1,7 @@
 """The engine contract, as one function every engine's test calls (in-process, or in a subprocess for vLLM).
 
 It returns plain facts (JSON-able) and asserts nothing itself, so the caller's assertions show in pytest.
+Also the (conversation, response) items every perplexity scorer's test scores (tests/test_perplexity.py).
 """
 
 from __future__ import annotations
@@ -47,3 +48,22 @@ def contract_facts(engine, reqs: list[Request] | None = None) -> dict:
         "mixed_tokens_out": [c.tokens_out for c in mixed],
         "mixed_errors": [c.error for c in mixed],
     }
+
+
+# --- what the perplexity scorers are asked --------------------------------------------------------
+
+ASK = [{"role": "user", "content": "What is 6 times 7?"}]
+ITEMS = [
+    (ASK, "<think> 6 times 7 is 42. </think> <answer> The answer is 42. </answer>"),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write a poem about the sea."}],
+     " Waves roll in,\n\nfoam on the sand."),
+    ([{"role": "user", "content": "Sum 1..n in Python."}, {"role": "assistant", "content": "Which n?"},
+      {"role": "user", "content": "Any n from stdin."}],
+     "def solve(n):\n    return sum(range(n + 1))\n\nprint(solve(int(input())))"),
+    (ASK, "42"),
+    ([{"role": "user", "content": "Explain respiration " * 6}], "The mitochondria produce most of the energy. " * 3),
+]
+# vLLM scores these with a window of 90 tokens: it cuts the code item (98 tokens with its prompt) and leaves
+# the others (65-84) whole, so the truncation rule is compared too.
+VLLM_PERPLEXITY_ITEMS = [ITEMS[0], ITEMS[1], ITEMS[2], ITEMS[4], (ASK, "")]
+VLLM_PERPLEXITY_WINDOW = 90

@@ -3,26 +3,12 @@ the response tokens only, the same batched as one by one, and (slow) the same th
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 
 import pytest
 from distill.scorers.perplexity import TransformersScorer, perplexity_from_logprobs, render
 
-from tests.conftest import ROOT, run_subprocess
-
-ASK = [{"role": "user", "content": "What is 6 times 7?"}]
-ITEMS = [
-    (ASK, "<think> 6 times 7 is 42. </think> <answer> The answer is 42. </answer>"),
-    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write a poem about the sea."}],
-     " Waves roll in,\n\nfoam on the sand."),
-    ([{"role": "user", "content": "Sum 1..n in Python."}, {"role": "assistant", "content": "Which n?"},
-      {"role": "user", "content": "Any n from stdin."}],
-     "def solve(n):\n    return sum(range(n + 1))\n\nprint(solve(int(input())))"),
-    (ASK, "42"),
-    ([{"role": "user", "content": "Explain respiration " * 6}], "The mitochondria produce most of the energy. " * 3),
-]
+from tests.engine_contract import ASK, ITEMS, VLLM_PERPLEXITY_ITEMS, VLLM_PERPLEXITY_WINDOW
 
 
 def close(a: float, b: float, rel: float = 1e-5) -> bool:
@@ -119,17 +105,11 @@ def test_render_boundary_is_exact(scorer, response):
 
 
 @pytest.mark.slow
-def test_vllm_agrees_with_transformers(tiny_model, tmp_path):
-    # A window of 90 tokens cuts the code item (98 tokens with its prompt) and leaves the others (65-84) whole,
-    # so the truncation rule is compared too.
-    items = [ITEMS[0], ITEMS[1], ITEMS[2], ITEMS[4], (ASK, "")]
-    path = tmp_path / "items.json"
-    path.write_text(json.dumps(items))
-    done = run_subprocess([sys.executable, str(ROOT / "tests/scripts/vllm_perplexity.py"), str(tiny_model),
-                           str(path), "--max-tokens", "90"], timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    via_vllm = json.loads(done.stdout.strip().splitlines()[-1])
-    via_hf = TransformersScorer(tiny_model, max_tokens=90).score(items)
+def test_vllm_agrees_with_transformers(tiny_model, vllm_facts):
+    # VllmScorer on the engine the session's vLLM check started (tests/scripts/vllm_smoke.py)
+    items, window = VLLM_PERPLEXITY_ITEMS, VLLM_PERPLEXITY_WINDOW
+    via_vllm = vllm_facts["perplexity"]
+    via_hf = TransformersScorer(tiny_model, max_tokens=window).score(items)
     assert [r.truncated for r in via_hf] == [False, False, True, False, False]
     for hf, vl in zip(via_hf, via_vllm, strict=True):
         assert (vl["error"], vl["n_response_tokens"], vl["truncated"]) == (hf.error, hf.n_response_tokens,

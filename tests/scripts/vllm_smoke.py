@@ -1,19 +1,22 @@
-"""One vLLM engine on CPU from a tiny model, asked two sets of questions (one engine start, ~40 s, serves
-both tests): the raw vLLM facts tests/test_stack.py checks, and the engine contract tests/test_engines.py
-checks for VllmEngine. The last stdout line is {"smoke": {...}, "contract": {...}}."""
+"""One vLLM engine on CPU from a tiny model, asked three sets of questions (one engine start, ~40 s, serves
+three tests): the raw vLLM facts tests/test_stack.py checks, the engine contract tests/test_engines.py checks
+for VllmEngine, and VllmScorer's perplexities tests/test_perplexity.py compares with transformers'. The last
+stdout line is {"smoke": {...}, "contract": {...}, "perplexity": [PerplexityResult as a dict, ...]}."""
 
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engine: no spawned workers
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[2] / "lib")]
 
 from distill.engines.vllm_engine import VllmEngine  # noqa: E402
+from distill.scorers.perplexity import VllmScorer  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 
-from tests.engine_contract import contract_facts  # noqa: E402
+from tests.engine_contract import VLLM_PERPLEXITY_ITEMS, VLLM_PERPLEXITY_WINDOW, contract_facts  # noqa: E402
 
 engine = VllmEngine(sys.argv[1], {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 256, "dtype": "float32"})
 llm = engine.llm
@@ -29,4 +32,7 @@ smoke = {
     "prompt_logprobs": [None if lp is None else {str(k): v.logprob for k, v in lp.items()}
                         for lp in scored.prompt_logprobs],
 }
-print(json.dumps({"smoke": smoke, "contract": contract_facts(engine)}))
+contract = contract_facts(engine)
+scorer = VllmScorer(sys.argv[1], {}, max_tokens=VLLM_PERPLEXITY_WINDOW, llm=llm)
+perplexity = [asdict(r) for r in scorer.score(VLLM_PERPLEXITY_ITEMS)]
+print(json.dumps({"smoke": smoke, "contract": contract, "perplexity": perplexity}))

@@ -181,15 +181,20 @@ class VllmScorer:
 
     name = "vllm"
 
-    def __init__(self, model_path: str | Path, engine_args: dict, max_tokens: int | None = None):
+    def __init__(self, model_path: str | Path, engine_args: dict, max_tokens: int | None = None, llm=None):
+        """`llm`: a vllm.LLM already serving `model_path` (a generator's, VllmEngine.llm) to score with,
+        instead of starting another engine (`engine_args` are then unused)."""
         # In-process engine core: no spawned process (which would need a __main__ guard inside Spark's worker).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if not Path(model_path).exists():
             raise FileNotFoundError(f"perplexity: model path {str(model_path)!r} does not exist")
         from transformers import AutoTokenizer
-        from vllm import LLM
 
-        self.llm = LLM(model=str(model_path), **engine_args)
+        if llm is None:
+            from vllm import LLM
+
+            llm = LLM(model=str(model_path), **engine_args)
+        self.llm = llm
         # The same tokenizer TransformersScorer loads, so `render` gives both scorers the same ids.
         self.tokenizer = AutoTokenizer.from_pretrained(engine_args.get("tokenizer") or model_path)
         # vLLM refuses a prompt that leaves no room for the one token each request must generate.
