@@ -45,10 +45,6 @@ def read_benchmarks(cfg) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _exact_text_hash(col):
-    return F.substring(F.sha2(col, 256), 1, 32)
-
-
 def run(spark, cfg, args, rec) -> None:
     from delta.tables import DeltaTable
 
@@ -154,7 +150,7 @@ def _vectors(spark, cfg, rec, query_texts, bench_texts):
     e = cfg.prepare.embedder
     model = f"{e.path}|{e.pooling}|{e.max_length}"
     texts = query_texts.select("text").unionByName(bench_texts.select("text")).distinct().withColumn(
-        "text_hash", _exact_text_hash(F.col("text")))
+        "text_hash", st.exact_text_hash(F.col("text")))
     cache_path = table_path(cfg, "embeddings")
     if DeltaTable.isDeltaTable(spark, cache_path):
         cached = spark.read.format("delta").load(cache_path).filter(F.col("model") == model).select("text_hash")
@@ -178,7 +174,7 @@ def _vectors(spark, cfg, rec, query_texts, bench_texts):
     cache = spark.read.format("delta").load(cache_path).filter(F.col("model") == model).select("text_hash", "vector")
 
     def attach(df):
-        return df.withColumn("text_hash", _exact_text_hash(F.col("text"))).join(cache, "text_hash").drop(
+        return df.withColumn("text_hash", st.exact_text_hash(F.col("text"))).join(cache, "text_hash").drop(
             "text_hash", "text")
 
     return attach(query_texts), attach(bench_texts)

@@ -6,7 +6,6 @@ them (the session's shared `sample_run`). The time ratio is bench/bench_incremen
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -53,15 +52,14 @@ def without_late(spark, sample_run, home):
     embeddings too): where a run over the sample without them would have left the tables. One thing differs,
     and does not matter: the old responses' corpus n-gram counts still include the late ones, but the corpus
     key changes with the rows removed, so `score` recounts every teacher on the next run, as it would."""
-    from distill.query_filters import prompt_text
+    from distill.stages import prepare as st
 
     tables = ("queries", "ingest_files", "decontam_matches", "embeddings", "attempts", "sft")
     sample_run.copy(home, tables)
     path = {t: str(home / "warehouse" / t) for t in tables}
-    late = spark.read.format("delta").load(path["queries"]).where(F.col("source_id").isin(*LATE)).collect()
-    ids = [r.query_id for r in late]
-    hashes = [hashlib.sha256(prompt_text([{"role": m["role"], "content": m["content"]} for m in r.messages])
-                             .encode()).hexdigest()[:32] for r in late]
+    late = spark.read.format("delta").load(path["queries"]).where(F.col("source_id").isin(*LATE))
+    ids = [r.query_id for r in late.select("query_id").collect()]
+    hashes = [r.h for r in st.with_text(late).select(st.exact_text_hash(F.col("text")).alias("h")).collect()]
     assert len(ids) == len(LATE)
     for t in ("queries", "decontam_matches", "attempts", "sft"):
         DeltaTable.forPath(spark, path[t]).delete(F.col("query_id").isin(*ids))

@@ -43,6 +43,12 @@ def with_signals(queries: DataFrame) -> DataFrame:
     return base.withColumn("_s", signals_udf("messages")).select("*", "_s.*").drop("_s")
 
 
+def exact_text_hash(col):
+    """The `embeddings` cache's key: the exact text's SHA-256, 32 hex digits (no normalization: another
+    spelling is another embedding)."""
+    return F.substring(F.sha2(col, 256), 1, 32)
+
+
 def with_text(queries: DataFrame) -> DataFrame:
     """Input: messages. Adds text only: for queries judged before, whose scores and norm_hash are stored."""
 
