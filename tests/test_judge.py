@@ -20,6 +20,7 @@ from distill.verifiers.judge import (
     parse_score,
     parse_verdict,
 )
+from distill.verifiers.math import VERSION as MATH_VERSION
 
 from tests.fake_openai import FakeOpenAI
 
@@ -150,13 +151,12 @@ def test_a_judge_behind_an_openai_endpoint():
 def test_verifiers_route_judged_categories_only_when_a_judge_is_configured():
     from distill.config import VerifyConfig
     from distill.verifiers import Verifiers
-
     bare = Verifiers(VerifyConfig())
-    assert bare.versions()["science"] == ("none", "0") and bare.versions()["math"] == ("math", "1")
+    assert bare.versions()["science"] == ("none", "0") and bare.versions()["math"] == ("math", MATH_VERSION)
     assert [c for c in CATEGORIES if bare.loads_model(c)] == []
     judged = Verifiers(VerifyConfig(judge=TeacherConfig("j", "replay", "x")))
     assert judged.versions()["science"][0] == "judge-reference" and judged.versions()["general"][0] == "judge-quality"
-    assert judged.versions()["math"] == ("math", "1")  # the second stage is off unless math.llm_judge
+    assert judged.versions()["math"] == ("math", MATH_VERSION)  # the second stage is off unless math.llm_judge
     assert [c for c in CATEGORIES if judged.loads_model(c)] == ["science", "multi_turn", "general"]
 
 
@@ -172,7 +172,8 @@ def test_config_picks_the_verifier_of_a_category(tmp_path):
     assert {c: versions[c][0] for c in CATEGORIES} == {
         "math": "math", "code": "none", "science": "judge-quality", "instruction_following": "ifeval",
         "multi_turn": "judge-quality", "general": "none"}
-    assert versions["math"][1].startswith("1+judge") and v.loads_model("math") and not v.loads_model("general")
+    assert versions["math"][1].startswith(MATH_VERSION + "+judge")
+    assert v.loads_model("math") and not v.loads_model("general")
     (result,) = v.verify_rows([{"category": "code", "response": "<think>t</think><answer>x</answer>"}])
     assert (result.status, result.verifier) == ("no_verifier", "none")
     assert v.get("science") is v.get("multi_turn")  # one verifier object serves both categories
@@ -220,4 +221,5 @@ def test_results_carry_the_configured_version_even_offline(tmp_path):
     (result,) = verifiers.verify_rows([{"category": "math", "query": "1+1?", "reference_answer": "2",
                                         "response": "<think>t</think><answer>\\boxed{2}</answer>"}])
     assert (result.status, result.score, result.verifier) == ("ok", 1.0, "math")
-    assert result.verifier_version == verifiers.versions()["math"][1] and result.verifier_version.startswith("1+judge")
+    assert result.verifier_version == verifiers.versions()["math"][1]
+    assert result.verifier_version.startswith(MATH_VERSION + "+judge")

@@ -137,13 +137,29 @@ def test_rows_that_cannot_be_checked_do_not_start_a_pool():
         row(r"\boxed{1}", "  "),
         row(None, "1"),
         {"response": "no tags at all", "reference_answer": "1"},
-        row("A long explanation without any formula or stated result. " * 3, "1"),
     ])
     assert [(r.status, r.detail["reason"]) for r in results] == [
         (NO_VERIFIER, "no_reference"), (NO_VERIFIER, "no_reference"), (PARSE_ERROR, "no_answer"),
-        (PARSE_ERROR, "no_answer"), (PARSE_ERROR, "no_final_answer")]
+        (PARSE_ERROR, "no_answer")]
     assert all(r.score == 0.0 and r.verifier == "math" and r.verifier_version == VERSION for r in results)
     assert verifier.worker_pids() == []
+
+
+def test_math_verify_reads_the_whole_answer_when_our_patterns_find_nothing_that_parses(verifier):
+    long = "We count the cases one by one and add them up, which gives a total of 12 in the end. " * 2
+    unparsed = "Adding the cases gives 12 in all, so the answer is: }{"  # our phrase finds what cannot parse
+    nothing = "Nothing to see here. " * 6
+    assert extract_final_answer(long) is None and extract_final_answer(nothing) is None
+    assert extract_final_answer(unparsed) == "}{" and verify_pair("12", "}{") == ANSWER_UNPARSED
+    results = verifier.verify_many([row(long, "12"), row(long, "13"), row(unparsed, "12"), row(nothing, "1"),
+                                    row(r"\boxed{12}", "12")])
+    assert [(r.status, r.score) for r in results] == [(OK, 1.0), (OK, 0.0), (OK, 1.0), (PARSE_ERROR, 0.0), (OK, 1.0)]
+    fallback = {"stage": "math_verify", "extraction": "math_verify"}
+    assert results[0].detail == {**fallback, "extracted": "12"}
+    assert results[1].detail == {**fallback, "extracted": "12", "math_verify": NO_MATCH}
+    assert results[2].detail == {**fallback, "extracted": "12"}
+    assert results[3].detail == {**fallback, "reason": "no_final_answer"}
+    assert results[4].detail == {"stage": "math_verify", "extracted": "12"}  # our patterns, as before
 
 
 def test_verify_many_scores_in_input_order(verifier):

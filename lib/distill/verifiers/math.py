@@ -2,7 +2,9 @@
 
 The final answer is pulled out of the response's answer part (`extract_final_answer`) and compared with the
 reference by math-verify (`verify_pair`), which parses both sides into SymPy and tries string, numeric,
-symbolic, set and interval equality. The result is binary: 1.0 when math-verify says equal, else 0.0.
+symbolic, set and interval equality. The result is binary: 1.0 when math-verify says equal, else 0.0. When
+our patterns find no final answer, or none that math-verify can parse, math-verify's own extraction reads the
+whole answer part (`verify_answer`) before the row is a parse_error.
 
 Why a process pool of our own: SymPy can spin for minutes on answers such as `9^{9^{9^{9}}}`, part of it in
 big-integer C calls that hold the GIL, and math-verify's own timeouts use SIGALRM, which only works on a
@@ -49,7 +51,7 @@ from typing import Any
 from distill.response import answer_part
 from distill.verifiers.base import INFRA_ERROR, NO_VERIFIER, OK, PARSE_ERROR, TIMEOUT, VerifyResult, failed
 
-VERSION = "1"
+VERSION = "2"  # 2: math-verify's own extraction when extract_final_answer finds nothing
 
 # verify_pair outcomes
 MATCH, NO_MATCH = "match", "no_match"
@@ -163,7 +165,9 @@ def _math_verify() -> dict[str, Any]:
         # The gold is parsed both as LaTeX and as a plain expression ("1/2", "x**2"); a box, when present, is
         # the first thing to read, since both sides are boxed before parsing (see _parse).
         config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-        _MV.update(parse=parse, verify=verify, config=config)
+        # math-verify's own defaults, for a whole answer part (verify_answer's fallback)
+        whole = [LatexExtractionConfig(), ExprExtractionConfig()]
+        _MV.update(parse=parse, verify=verify, config=config, whole=whole)
     return _MV
 
 
@@ -180,16 +184,37 @@ def _parse(text: str) -> list:
     return []
 
 
-def _compare(gold: str, target: str) -> str:
+def _compare(gold: str, target: str, whole: bool = False) -> tuple[str, str | None]:
+    """(outcome, the text math-verify read as the answer). `whole`: `target` is a whole answer part, read with
+    math-verify's own extraction (the last LaTeX or plain expression it finds) instead of as a bare answer."""
     mv = _math_verify()
     parsed_gold = _parse(gold)
     if not parsed_gold:
-        return GOLD_UNPARSED
-    parsed_target = _parse(target)
+        return GOLD_UNPARSED, None
+    parsed_target = (mv["parse"](target, extraction_config=mv["whole"], parsing_timeout=None) if whole
+                     else _parse(target))
     if not parsed_target:
-        return ANSWER_UNPARSED
+        return ANSWER_UNPARSED, None
     # Gold first: math-verify is not symmetric (an assignment "x=3" in the answer is reduced to "3" only there).
-    return MATCH if mv["verify"](parsed_gold, parsed_target, timeout_seconds=None) else NO_MATCH
+    same = mv["verify"](parsed_gold, parsed_target, timeout_seconds=None)
+    return (MATCH if same else NO_MATCH), str(parsed_target[-1])  # parse gives [SymPy object, matched text]
+
+
+PATTERNS, MATH_VERIFY = "patterns", "math_verify"  # which extraction gave the compared answer
+
+
+def verify_answer(gold: str, extracted: str | None, answer: str) -> tuple[str, str | None, str]:
+    """verify_pair on our extracted final answer; when there is none, or math-verify cannot parse it, math-verify's
+    own extraction over the whole answer part instead. Returns (outcome, the answer compared, PATTERNS or
+    MATH_VERIFY). No timeout of its own: MathVerifier runs it in its worker processes."""
+    if extracted is not None:
+        outcome = _compare(gold, extracted)[0]
+        if outcome != ANSWER_UNPARSED:
+            return outcome, extracted, PATTERNS
+    outcome, found = _compare(gold, answer, whole=True)
+    if outcome == ANSWER_UNPARSED and extracted is not None:
+        return outcome, extracted, PATTERNS  # math-verify found nothing either: the row says what we found
+    return outcome, found, MATH_VERIFY
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -206,13 +231,13 @@ def verify_pair(gold: str, target: str, timeout_s: float | None = None) -> str:
     MathVerifier runs this in worker processes it can kill, with timeout_s None.
     """
     if timeout_s is None:
-        return _compare(gold, target)
+        return _compare(gold, target)[0]
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("verify_pair(timeout_s=...) needs the main thread (SIGALRM); pass None or use a pool")
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        return _compare(gold, target)
+        return _compare(gold, target)[0]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -226,13 +251,14 @@ ORPHAN_GRACE_S = 2.0  # a worker ends itself this long after the parent's kill w
 
 
 def _worker_main(conn: Any) -> None:
-    """A worker: answer (job_id, gold, target, timeout_s) messages with (job_id, outcome) until None or EOF.
+    """A worker: answer (job_id, gold, extracted, answer part, timeout_s) messages with (job_id, outcome) until
+    None or EOF.
 
-    An outcome is ("done", verify_pair result) or ("error", text). The parent's SIGKILL is the timeout. The
-    faulthandler timer is only for a worker whose parent died mid-check (a lost executor): an idle orphan sees
-    EOF, but a busy one would spin on its pair for minutes. A Python watchdog thread cannot help there, since
-    SymPy's long big-integer C calls hold the GIL; faulthandler's timer is a C thread that needs no GIL and
-    calls _exit.
+    An outcome is ("done", verify_answer's (result, compared, extraction)) or ("error", text). The parent's
+    SIGKILL is the timeout. The faulthandler timer is only for a worker whose parent died mid-check (a lost
+    executor): an idle orphan sees EOF, but a busy one would spin on its pair for minutes. A Python watchdog
+    thread cannot help there, since SymPy's long big-integer C calls hold the GIL; faulthandler's timer is a C
+    thread that needs no GIL and calls _exit.
     """
     _warm_up()  # nothing to do when forked from the warm fork server; with "spawn", paid before "ready"
     devnull = open(os.devnull, "w")  # faulthandler writes its traceback here; open for the worker's life
@@ -244,10 +270,10 @@ def _worker_main(conn: Any) -> None:
             return
         if job is None:
             return
-        job_id, gold, target, timeout_s = job
+        job_id, gold, extracted, answer, timeout_s = job
         faulthandler.dump_traceback_later(timeout_s + ORPHAN_GRACE_S, exit=True, file=devnull)
         try:
-            outcome = ("done", verify_pair(gold, target, None))
+            outcome = ("done", verify_answer(gold, extracted, answer))
         except Exception as exc:  # reported as infra_error for this row; the worker stays usable
             outcome = ("error", f"{type(exc).__name__}: {exc}"[:300])
         finally:
@@ -367,11 +393,12 @@ class _Pool:
         worker.kill()
         self.workers[self.workers.index(worker)] = _Worker(self.ctx)
 
-    def run(self, pairs: Sequence[tuple[str, str]], timeout_s: float) -> list[Outcome]:
+    def run(self, pairs: Sequence[tuple[str, str | None, str]], timeout_s: float) -> list[Outcome]:
+        """Each (gold, extracted answer, answer part)'s outcome, in order (see _worker_main)."""
         with self.lock:
             return self._run(pairs, timeout_s)
 
-    def _run(self, pairs: Sequence[tuple[str, str]], timeout_s: float) -> list[Outcome]:
+    def _run(self, pairs: Sequence[tuple[str, str | None, str]], timeout_s: float) -> list[Outcome]:
         results: list[Outcome | None] = [None] * len(pairs)
         for worker in list(self.workers):
             if not worker.proc.is_alive():  # died between calls (OOM killer, someone's kill)
@@ -477,6 +504,12 @@ def _question(row: dict) -> str:
     return next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
 
 
+def _plain(outcome: Outcome) -> Outcome:
+    """A pool outcome with verify_answer's (result, compared, extraction) reduced to the result."""
+    kind, value = outcome
+    return (kind, value[0]) if kind == "done" else outcome
+
+
 class MathVerifier:
     """Binary math verification: math-verify in killable worker processes, then an optional judge.
 
@@ -501,7 +534,7 @@ class MathVerifier:
 
     def verify_many(self, rows: Sequence[dict]) -> list[VerifyResult]:
         results: list[VerifyResult | None] = [None] * len(rows)
-        jobs: list[tuple[int, str, str, str]] = []  # (row index, gold, extracted answer, answer part)
+        jobs: list[tuple[int, str, str | None, str]] = []  # (row index, gold, extracted answer or None, answer part)
         for i, row in enumerate(rows):
             reference = row.get("reference_answer")
             if reference is None or not str(reference).strip():
@@ -512,19 +545,15 @@ class MathVerifier:
             if not answer:
                 results[i] = failed(self, PARSE_ERROR, reason="no_answer")
                 continue
-            extracted = extract_final_answer(answer)
-            if extracted is None:
-                results[i] = failed(self, PARSE_ERROR, reason="no_final_answer")
-                continue
-            jobs.append((i, str(reference).strip(), extracted, answer))
+            jobs.append((i, str(reference).strip(), extract_final_answer(answer), answer))
 
         if jobs:
-            outcomes = self._run_pool([(gold, target) for _, gold, target, _ in jobs])
-            for (i, gold, target, _), outcome in zip(jobs, outcomes, strict=True):
-                results[i] = self._result(gold, target, outcome)
+            outcomes = self._run_pool([job[1:] for job in jobs])
+            for (i, _, extracted, _), outcome in zip(jobs, outcomes, strict=True):
+                results[i] = self._result(extracted, outcome)
             if self.judge is not None:  # math-verify said no or could not read the answer: the judge decides
                 self._ask_judge(rows, results, [(i, gold, answer) for (i, gold, _, answer), outcome
-                                                in zip(jobs, outcomes, strict=True) if outcome in ASK_JUDGE])
+                                                in zip(jobs, outcomes, strict=True) if _plain(outcome) in ASK_JUDGE])
         return results  # type: ignore[return-value]
 
     def _run_pool(self, pairs: list[tuple[str, str]]) -> list[Outcome]:
@@ -535,9 +564,16 @@ class MathVerifier:
             _discard_pool(self.workers)
             return [("error", {"reason": f"pool: {type(exc).__name__}: {exc}"[:300]})] * len(pairs)
 
-    def _result(self, gold: str, target: str, outcome: Outcome) -> VerifyResult:
-        detail: dict[str, Any] = {"extracted": target[:DETAIL_CHARS], "stage": "math_verify"}
+    def _result(self, extracted: str | None, outcome: Outcome) -> VerifyResult:
         kind, value = outcome
+        detail: dict[str, Any] = {"stage": "math_verify"}
+        compared = extracted
+        if kind == "done":
+            value, compared, extraction = value
+            if extraction == MATH_VERIFY:  # our patterns found nothing that math-verify could parse
+                detail["extraction"] = MATH_VERIFY
+        if compared:
+            detail["extracted"] = compared[:DETAIL_CHARS]
         if kind == "timeout":
             return failed(self, TIMEOUT, reason="timeout", timeout_s=self.timeout_s, **detail)
         if kind == "error":
@@ -548,7 +584,8 @@ class MathVerifier:
             return failed(self, PARSE_ERROR, reason=GOLD_UNPARSED, **detail)
         if value == NO_MATCH:
             return VerifyResult(0.0, OK, self.name, self.version, {**detail, "math_verify": value})
-        return failed(self, PARSE_ERROR, reason=ANSWER_UNPARSED, **detail)
+        # neither extraction found an answer, or none of what was found parses
+        return failed(self, PARSE_ERROR, reason=ANSWER_UNPARSED if compared else "no_final_answer", **detail)
 
     def _ask_judge(self, rows: Sequence[dict], results: list, asks: list[tuple[int, str, str]]) -> None:
         """One judge batch for the rows math-verify could not confirm; its verdicts replace theirs."""
