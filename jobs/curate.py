@@ -9,7 +9,7 @@ AND keep`); it is recorded in `runs` (table_versions.sft), and `export` reads th
 from __future__ import annotations
 
 from distill.stages.curate import decide
-from distill.tables import current_version, ensure_table, merge_update, table_path
+from distill.tables import current_version, ensure_table, merge_update, read_table, table_path
 from pyspark.sql import functions as F
 
 HELP = "decide keep / reject_reason in `sft` from the thresholds in `curate:` (no re-scoring)"
@@ -24,7 +24,7 @@ def run(spark, cfg, args, rec) -> None:
 
     if not DeltaTable.isDeltaTable(spark, table_path(cfg, "sft")):
         raise SystemExit("curate: no `sft` table yet; run score first")
-    sft = spark.read.format("delta").load(table_path(cfg, "sft"))
+    sft = read_table(spark, cfg, "sft")
     with rec.step("decide"):
         decided = decide(sft, cfg.curate)
         changed = decided.where(~F.col("keep").eqNullSafe(F.col("decided_keep"))
@@ -38,7 +38,7 @@ def run(spark, cfg, args, rec) -> None:
         changed.unpersist()
     rec.count("redecided", n)
     rec.wrote("sft", version)
-    _account(rec, spark.read.format("delta").load(table_path(cfg, "sft")))
+    _account(rec, read_table(spark, cfg, "sft"))
 
 
 def _account(rec, sft) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from distill.config import ConfigError
 from distill.engines import check_engine, check_local_path
 from distill.generation import generate_attempts
-from distill.tables import table_path
+from distill.tables import read_table, table_path
 from pyspark.sql import functions as F
 
 HELP = "ask the teachers, verify, regenerate until verify_score >= threshold or max_attempts (`attempts` table)"
@@ -55,7 +55,7 @@ def run(spark, cfg, args, rec) -> None:
 
 def _summarize(spark, cfg, rec, names) -> None:
     """Per teacher, from the ledger: attempts, accepted pairs, attempts per accepted response."""
-    attempts = spark.read.format("delta").load(table_path(cfg, "attempts")).where(F.col("teacher").isin(names))
+    attempts = read_table(spark, cfg, "attempts").where(F.col("teacher").isin(names))
     rows = attempts.groupBy("teacher").agg(
         F.count("*").alias("attempts"), F.countDistinct("query_id").alias("pairs"),
         F.sum(F.col("accepted").cast("int")).alias("accepted")).collect()

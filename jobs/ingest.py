@@ -13,7 +13,7 @@ import os
 from distill.config import SourceConfig
 from distill.readers import list_files
 from distill.stages.ingest import file_key, file_tasks, parse_files, split_parsed
-from distill.tables import TABLES, ensure_table, merge_new, table_path
+from distill.tables import TABLES, ensure_table, merge_new, read_table, table_path
 from pyspark.sql import functions as F
 
 HELP = "read JSONL/Parquet sources into `queries`; bad lines go to `quarantine` with a reason"
@@ -66,7 +66,7 @@ def run(spark, cfg, args, rec) -> None:
 
     existing = None
     if DeltaTable.isDeltaTable(spark, queries_path):
-        existing = spark.read.format("delta").load(queries_path).select("query_id", "content_hash")
+        existing = read_table(spark, cfg, "queries").select("query_id", "content_hash")
     queries, quarantine = split_parsed(parsed, existing, rec.run_id)
     queries, quarantine = queries.persist(), quarantine.persist()
     for row in queries.groupBy("outcome").count().collect():
@@ -110,4 +110,4 @@ def read_files(spark, cfg) -> set[tuple[str, str, str]]:
     path = table_path(cfg, "ingest_files")
     if not DeltaTable.isDeltaTable(spark, path):
         return set()
-    return {tuple(r) for r in spark.read.format("delta").load(path).select(*TABLES["ingest_files"].keys).collect()}
+    return {tuple(r) for r in read_table(spark, cfg, "ingest_files").select(*TABLES["ingest_files"].keys).collect()}

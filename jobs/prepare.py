@@ -14,7 +14,7 @@ from distill.benchmarks import BenchmarkError, read_benchmark
 from distill.faults import crash_point
 from distill.ids import canonical_json, stable_id
 from distill.stages import prepare as st
-from distill.tables import merge_new, merge_replace, merge_update, table_path
+from distill.tables import merge_new, merge_replace, merge_update, read_table, table_path
 from distill.textsig import text_hash
 from pyspark.sql import functions as F
 
@@ -62,7 +62,7 @@ def run(spark, cfg, args, rec) -> None:
     key = prepare_key(cfg, bench_rows)
     bench = spark.createDataFrame(bench_rows, "benchmark string, item_id string, text string, norm_hash string")
 
-    queries = spark.read.format("delta").load(table_path(cfg, "queries"))
+    queries = read_table(spark, cfg, "queries")
     judged_now = F.col("prepare_key") == F.lit(key)
     todo = queries.filter(~F.coalesce(judged_now, F.lit(False)) | (F.col("status") == "new"))
     settled = queries.filter(judged_now & (F.col("status") == "kept"))
@@ -153,7 +153,7 @@ def _vectors(spark, cfg, rec, query_texts, bench_texts):
         "text_hash", st.exact_text_hash(F.col("text")))
     cache_path = table_path(cfg, "embeddings")
     if DeltaTable.isDeltaTable(spark, cache_path):
-        cached = spark.read.format("delta").load(cache_path).filter(F.col("model") == model).select("text_hash")
+        cached = read_table(spark, cfg, "embeddings").filter(F.col("model") == model).select("text_hash")
         missing = texts.join(cached, "text_hash", "left_anti")
     else:
         missing = texts
@@ -171,7 +171,7 @@ def _vectors(spark, cfg, rec, query_texts, bench_texts):
             metrics = merge_new(spark, cfg, "embeddings", embedded)
         rec.wrote("embeddings", metrics["version"])
     missing.unpersist()
-    cache = spark.read.format("delta").load(cache_path).filter(F.col("model") == model).select("text_hash", "vector")
+    cache = read_table(spark, cfg, "embeddings").filter(F.col("model") == model).select("text_hash", "vector")
 
     def attach(df):
         return df.withColumn("text_hash", st.exact_text_hash(F.col("text"))).join(cache, "text_hash").drop(

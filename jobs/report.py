@@ -25,7 +25,7 @@ from distill.report_html import in_config_order, render
 from distill.runs import git_sha
 from distill.spark import resolve_path
 from distill.stages import report as st
-from distill.tables import replace_all, table_path, versions
+from distill.tables import read_table, replace_all, table_path, versions
 from pyspark.sql import functions as F
 
 HELP = "compare the teachers: report_* tables and an HTML report with plots"
@@ -39,7 +39,7 @@ def run(spark, cfg, args, rec) -> None:
     from delta.tables import DeltaTable
 
     def read(name):
-        return spark.read.format("delta").load(table_path(cfg, name))
+        return read_table(spark, cfg, name)
 
     def has(name):  # a table with rows: evaluate may have created eval_samples and stopped
         return DeltaTable.isDeltaTable(spark, table_path(cfg, name)) and not read(name).isEmpty()

@@ -18,7 +18,7 @@ from distill.faults import crash_point
 from distill.scoring import score_spec, scores_of
 from distill.spark import remove_path
 from distill.stages import score as st
-from distill.tables import ensure_table, merge_mirror, merge_update, stage, table_path
+from distill.tables import ensure_table, merge_mirror, merge_update, read_table, stage, table_path
 from pyspark.sql import functions as F
 
 HELP = "score accepted responses: perplexity, n-gram redundancy, structure (`sft` table)"
@@ -37,7 +37,7 @@ def run(spark, cfg, args, rec) -> None:
     with rec.step("reference_model"):
         spec = score_spec(spark, cfg)
     ensure_table(spark, cfg, "sft")
-    read = lambda name: spark.read.format("delta").load(table_path(cfg, name))  # noqa: E731
+    read = lambda name: read_table(spark, cfg, name)  # noqa: E731
 
     with rec.step("select"):
         chosen = st.candidates(read("attempts"), read("queries")).withColumn("run_id", F.lit(rec.run_id)) \

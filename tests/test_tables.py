@@ -229,3 +229,33 @@ def test_a_column_made_not_null_before_may_be_null_after_the_upgrade(spark, cfg)
     assert not spark.read.format("delta").load(path).schema["sft_version"].nullable
     ensure_table(spark, cfg, "students")
     assert spark.read.format("delta").load(path).schema["sft_version"].nullable
+
+
+def test_a_table_another_process_is_creating_is_read_once_its_first_commit_lands(spark, cfg, tmp_path, monkeypatch):
+    import shutil
+    import threading
+
+    import distill.tables as t
+
+    made = tmp_path / "made"
+    spark.range(3).write.format("delta").save(str(made))
+    creating = tmp_path / "creating"
+    (creating / "_delta_log").mkdir(parents=True)  # the other process's table: a log folder, no commit yet
+    with pytest.raises(Exception, match="DELTA_TABLE_NOT_FOUND"):
+        spark.read.format("delta").load(str(creating))  # what Delta says about it now
+    monkeypatch.setattr(t, "CREATE_WAIT_S", 1.0)
+
+    def commit():  # the other process's first commit lands while read_path waits
+        shutil.copy(made / "_delta_log" / "00000000000000000000.json", creating / "_delta_log")
+        for f in made.glob("*.parquet"):
+            shutil.copy(f, creating)
+
+    timer = threading.Timer(0.3, commit)
+    timer.start()
+    try:
+        assert t.read_path(spark, str(creating)).count() == 3
+    finally:
+        timer.join()
+    (tmp_path / "never" / "_delta_log").mkdir(parents=True)  # still no commit after the wait: Delta's error
+    with pytest.raises(Exception, match="DELTA_TABLE_NOT_FOUND"):
+        t.read_path(spark, str(tmp_path / "never"))

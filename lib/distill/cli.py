@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from distill.config import ConfigError, load_config
 
@@ -115,6 +116,8 @@ def _run_job(module, spark, cfg, args) -> int:
             return 2
         raise
     except Exception as err:  # noqa: BLE001 - the run is recorded as failed; say why and exit 1
+        if getattr(module, "RECORD", True):  # a pipeline job's crash: where it happened, for whoever looks into it
+            traceback.print_exc(file=sys.stderr)
         print(f"distill: {args.job} failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return 0

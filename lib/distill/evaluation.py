@@ -37,8 +37,8 @@ from distill.tables import (
     merge_replace,
     merge_update,
     merge_upsert,
+    read_table,
     rows_by_key,
-    table_path,
 )
 
 
@@ -165,7 +165,7 @@ def _drop_stale(spark, cfg, rec, items: list[dict], students: list[dict]) -> Non
     hashes = spark.createDataFrame([(r["benchmark"], r["item_id"], r["item_hash"]) for r in items],
                                    "benchmark string, item_id string, h string")
     benchmarks = {r["benchmark"] for r in items}
-    samples = spark.read.format("delta").load(table_path(cfg, "eval_samples")).where(
+    samples = read_table(spark, cfg, "eval_samples").where(
         F.col("benchmark").isin(sorted(benchmarks)))
     stale = (samples.join(current, "student").join(hashes, ["benchmark", "item_id"], "left")
              .where((F.col("gen_key") != F.col("g")) | F.col("h").isNull() | (F.col("item_hash") != F.col("h")))
@@ -184,7 +184,7 @@ def _count_missing_tokens(spark, cfg, rec) -> None:
 
     from distill.stages.report import count_tokens
 
-    samples = spark.read.format("delta").load(table_path(cfg, "eval_samples"))
+    samples = read_table(spark, cfg, "eval_samples")
     todo = samples.where(F.col("tokens_out").isNull()).select(*TABLES["eval_samples"].keys, "response")
     if todo.isEmpty():
         return
@@ -201,7 +201,7 @@ def _count_missing_tokens(spark, cfg, rec) -> None:
 
 def _results(spark, cfg, rec, item_df, students: list[dict]) -> None:
     who = spark.createDataFrame([(s["student"], s["gen_key"]) for s in students], "student string, gen_key string")
-    samples = spark.read.format("delta").load(table_path(cfg, "eval_samples"))
+    samples = read_table(spark, cfg, "eval_samples")
     figures = st.results(item_df, who, samples).withColumn("run_id", F.lit(rec.run_id)).withColumn(
         "evaluated_at", F.current_timestamp()).cache()
     # figures that did not change keep their row (and its run_id): the table moves only when a figure does

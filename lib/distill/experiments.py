@@ -29,7 +29,7 @@ from distill.generation import generate_attempts, pending_attempts
 from distill.scoring import score_spec, scores_of
 from distill.stages import experiment as ex
 from distill.students import build_set, plan_run, train_all, train_root
-from distill.tables import current_version, ensure_table, merge_new, merge_upsert, table_path
+from distill.tables import current_version, ensure_table, merge_new, merge_upsert, read_table
 
 FOLDER = "experiments"  # sets and runs of every experiment, under train.root, keyed by content
 
@@ -41,7 +41,7 @@ def run_experiment(spark, cfg, rec, index: int) -> list[dict]:
         raise SystemExit("config error: evaluate.benchmarks: an experiment scores its students on these; none given")
     settings = [variant_settings(cfg, index, j) for j in range(len(e.variants))]
     root = train_root(cfg, cfg.train)
-    read = lambda name: spark.read.format("delta").load(table_path(cfg, name))  # noqa: E731
+    read = lambda name: read_table(spark, cfg, name)  # noqa: E731
 
     with rec.step("attempts"):
         generated = _more_attempts(spark, cfg, rec, e, settings)
@@ -100,7 +100,7 @@ def _more_attempts(spark, cfg, rec, e, settings) -> int:
     if not wanted:
         return 0
     ensure_table(spark, cfg, "attempts")
-    count = lambda: spark.read.format("delta").load(table_path(cfg, "attempts")).count()  # noqa: E731
+    count = lambda: read_table(spark, cfg, "attempts").count()  # noqa: E731
     before = count()
     for threshold, names in sorted(wanted.items()):
         need = pending_attempts(spark, cfg, sorted(names), threshold)
@@ -134,7 +134,7 @@ def _dataset(kept, v, key: str):
 
 
 def _samples(spark, cfg, students: list[str]) -> int:
-    return spark.read.format("delta").load(table_path(cfg, "eval_samples")).where(
+    return read_table(spark, cfg, "eval_samples").where(
         F.col("student").isin(students)).count() if students else 0
 
 
@@ -153,8 +153,8 @@ def _write(spark, cfg, rec, experiment: str, variants: list[dict], versions: dic
     df = spark.createDataFrame(lineage, _ddl("experiments")).withColumn("run_id", run_id)
     rec.wrote("experiments", merge_upsert(spark, cfg, "experiments", df, ignore=("run_id",))["version"])
 
-    scores = {(r["student"], r["benchmark"]): r for r in spark.read.format("delta").load(
-        table_path(cfg, "eval_results")).where(F.col("difficulty") == "all").collect()}
+    scores = {(r["student"], r["benchmark"]): r for r in read_table(
+        spark, cfg, "eval_results").where(F.col("difficulty") == "all").collect()}
     results = []
     for x in variants:
         student = x["plan"]["row"]["student"]

@@ -33,7 +33,7 @@ from distill.engines.replay import NO_RESPONSE
 from distill.faults import crash_point
 from distill.spark import cores_per_task, remove_path, resolve_path
 from distill.stages import generate as st
-from distill.tables import TABLES, ensure_table, merge_new, merge_update, stage, table_path
+from distill.tables import TABLES, ensure_table, merge_new, merge_update, read_table, stage
 from distill.verifiers import Verifiers
 
 # --- stop rules: which pairs still need an attempt ------------------------------------------------------
@@ -90,7 +90,7 @@ class Ledger:
     role: str = "teacher"
 
     def read(self, spark, cfg) -> DataFrame:
-        return self.from_table(spark.read.format("delta").load(table_path(cfg, self.table)))
+        return self.from_table(read_table(spark, cfg, self.table))
 
 
 # --- the `attempts` ledger -------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def attempts_ledger(cfg) -> Ledger:
 
 def kept_queries(spark, cfg) -> DataFrame:
     """The work rows of `generate`: the kept queries."""
-    return (spark.read.format("delta").load(table_path(cfg, "queries")).where(F.col("status") == "kept")
+    return (read_table(spark, cfg, "queries").where(F.col("status") == "kept")
             .select("query_id", "source_id", "category", "messages", "reference_answer", "test_cases", "constraints"))
 
 
@@ -129,7 +129,7 @@ def generate_attempts(spark, cfg, rec, teachers: list[TeacherConfig], threshold:
 
 def _redecide(spark, cfg, rec) -> None:
     g = cfg.generate
-    rows = spark.read.format("delta").load(table_path(cfg, "attempts")).where(F.col("accepted").isNotNull())
+    rows = read_table(spark, cfg, "attempts").where(F.col("accepted").isNotNull())
     now = st.accepted_at(g.threshold, g.accept_no_verifier)
     changed = rows.where(F.col("accepted") != now).select(*TABLES["attempts"].keys, now.alias("accepted")).cache()
     n = changed.count()

@@ -161,10 +161,10 @@ def curated_version(spark, cfg, job: str = "export") -> tuple[int, str | None, s
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from distill.tables import table_path
+    from distill.tables import read_table, table_path
 
     if DeltaTable.isDeltaTable(spark, table_path(cfg, "runs")):
-        row = (spark.read.format("delta").load(table_path(cfg, "runs"))
+        row = (read_table(spark, cfg, "runs")
                .where((F.col("job") == "curate") & (F.col("status") == "succeeded")
                       & F.col("table_versions")["sft"].isNotNull())
                .orderBy(F.col("finished_at").desc()).select("run_id", "config_hash", "table_versions").first())

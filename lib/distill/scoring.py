@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from distill.spark import cores_per_task, remove_path
 from distill.stages import score as st
-from distill.tables import ensure_table, merge_upsert, stage, table_path
+from distill.tables import ensure_table, merge_upsert, read_table, stage
 
 KEYS = ["query_id", "teacher", "attempt"]
 
@@ -62,8 +62,7 @@ def scores_of(spark, cfg, rec, rows, spec: st.ScoreSpec):
     first_error), and how many rows were asked for."""
     key = spec.key()
     ensure_table(spark, cfg, "attempt_scores")
-    path = table_path(cfg, "attempt_scores")
-    have = spark.read.format("delta").load(path).where(F.col("score_key") == key).select(*KEYS)
+    have = read_table(spark, cfg, "attempt_scores").where(F.col("score_key") == key).select(*KEYS)
     todo = rows.join(have, KEYS, "left_anti")
     n = todo.count()
     stats = []
@@ -81,6 +80,6 @@ def scores_of(spark, cfg, rec, rows, spec: st.ScoreSpec):
         remove_path(spark, scratch)
     total = rows.count()
     rec.count("scores_reused", total - n)
-    stored = spark.read.format("delta").load(path).where(F.col("score_key") == key)
+    stored = read_table(spark, cfg, "attempt_scores").where(F.col("score_key") == key)
     scores = rows.select(*KEYS).join(stored, KEYS).select(*KEYS, *st.SCORE_COLUMNS, "score_key", "scored_at")
     return scores, stats, total

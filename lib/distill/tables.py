@@ -292,6 +292,37 @@ def table_path(cfg: Config, name: str) -> str:
     return resolve_path(cfg.warehouse).rstrip("/") + "/" + name
 
 
+CREATE_WAIT_S = 2.0  # how long read_path gives another process to finish creating a table
+
+
+def read_table(spark, cfg: Config, name: str):
+    """The warehouse's table `name` as a DataFrame (Delta's reader on its path)."""
+    return read_path(spark, table_path(cfg, name))
+
+
+def read_path(spark, path: str):
+    """The Delta table at `path` as a DataFrame.
+
+    A table that another process is creating has its log folder before its first commit, and Delta calls it
+    missing then ("Delta table ... doesn't exist"; seen once with two generate jobs starting at once on a new
+    warehouse). Such a read waits a moment and is tried once more, with this JVM's cached state of the table
+    dropped, so that both jobs see the table one of them made."""
+    import time
+
+    try:
+        return spark.read.format("delta").load(path)
+    except Exception as err:  # noqa: BLE001 - AnalysisException [DELTA_TABLE_NOT_FOUND]; anything else is raised
+        from distill.serve import is_remote
+
+        if "DELTA_TABLE_NOT_FOUND" not in str(err) or is_remote(spark):
+            raise
+        time.sleep(CREATE_WAIT_S)
+        jvm = spark._jvm
+        jvm.org.apache.spark.sql.delta.DeltaLog.invalidateCache(spark._jsparkSession,
+                                                                jvm.org.apache.hadoop.fs.Path(path))
+        return spark.read.format("delta").load(path)
+
+
 def ensure_table(spark, cfg: Config, name: str):
     """Create the table if it does not exist, register its name, and return a DeltaTable.
 
@@ -348,7 +379,7 @@ def _upgrade(spark, table: Table, path: str) -> None:
     if table.change_feed and have.get("delta.enableChangeDataFeed") != "true":
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
     # a column that may be null now (students.sft_version: a student of an experiment has none)
-    current = spark.read.format("delta").load(path).schema
+    current = read_path(spark, path).schema
     for f in _schema(spark, table.ddl).fields:
         if f.nullable and f.name in current.fieldNames() and not current[f.name].nullable:
             spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN {f.name} DROP NOT NULL")
@@ -376,7 +407,7 @@ def rows_by_key(spark, cfg: Config, name: str) -> dict:
     if not DeltaTable.isDeltaTable(spark, path):
         return {}
     (key,) = TABLES[name].keys
-    return {r[key]: r.asDict() for r in spark.read.format("delta").load(path).collect()}
+    return {r[key]: r.asDict() for r in read_path(spark, path).collect()}
 
 
 def versions(spark, cfg: Config, names) -> dict[str, int | None]:
