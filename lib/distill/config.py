@@ -366,6 +366,9 @@ class TrainConfig:
     threads: int = 0  # torch threads per process on CPU; 0 = the machine's cores / num_proc
     bf16: bool = True  # bfloat16 compute on GPU (autocast; weights and optimizer state stay float32)
     gradient_checkpointing: bool = False  # recompute activations in backward: long rows at less memory
+    # the loss's LM head and cross-entropy run this many target tokens at a time, recomputed in backward,
+    # so full logits (32k tokens x 152k vocab: ~20 GB fp32) never exist; 0: the plain full-logits loss
+    loss_chunk_tokens: int = 2048
     lr: float = 8e-5
     global_batch: int = 64  # packed rows per optimizer step, across workers (gradient accumulation fills it)
     micro_batch: int = 1  # packed rows per forward pass per worker
@@ -398,6 +401,8 @@ class TrainConfig:
             raise ValueError("warmup_ratio: must be in [0, 1)")
         if self.lr <= 0:
             raise ValueError("lr: must be > 0")
+        if self.loss_chunk_tokens < 0:
+            raise ValueError("loss_chunk_tokens: must be >= 0 (0: the plain full-logits loss)")
         names = [st.name for st in self.students]
         for i, name in enumerate(names):
             if names.index(name) != i:

@@ -31,7 +31,8 @@ from distill.tables import ensure_table, merge_new, merge_upsert, rows_by_key
 
 # TrainConfig fields that do not change what is trained (how many processes, where): not part of the key
 NOT_RECIPE = {"student", "students", "teachers", "sft_version", "max_len", "pack_rows_per_partition", "root", "name",
-              "num_proc", "threads", "keep_checkpoints", "checkpoint_every", "launcher", "use_gpu"}
+              "num_proc", "threads", "keep_checkpoints", "checkpoint_every", "launcher", "use_gpu",
+              "loss_chunk_tokens"}  # how, not what: the chunked loss is the plain one's sum in another order
 
 STUDENT_ROW = ("student string, teachers array<string>, sft_version long, set_key string, train_key string, "
                "base_model string, model_path string, samples long")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.faults import crash_point
+from distill.training.loss import token_loss_sum
 from distill.training.packing import IGNORE, position_ids
 
 CHECKPOINT_FORMAT = 1
@@ -120,16 +121,6 @@ def collate(rows: list[tuple[list[int], list[int], list[int]]], pad_id: int):
     return torch.tensor(ids), torch.tensor(labels), torch.tensor(pos)
 
 
-def token_loss_sum(model, ids, labels, pos, autocast):
-    """Summed cross-entropy over target tokens (labels shifted by one, IGNORE skipped)."""
-    import torch.nn.functional as F
-
-    with autocast():
-        logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
-
-
 def train(spec: dict, backend) -> dict:
     """One training run in the process group `backend` (launch.run_worker's; it closes it)."""
     import contextlib
@@ -179,7 +170,7 @@ def train(spec: dict, backend) -> dict:
         for k, batch in enumerate(micro):
             backend.micro_step(model, last=k == len(micro) - 1)
             ids, labels, pos = (t.to(device) for t in collate([data.row(i) for i in batch], pad_id))
-            summed = token_loss_sum(model, ids, labels, pos, autocast)
+            summed = token_loss_sum(model, ids, labels, pos, autocast, spec["loss_chunk_tokens"])
             (summed * world / max(1, target_tokens)).backward()
             local += float(summed.detach())
         norm = backend.clip_and_step(model, optimizer, spec["grad_clip"])
