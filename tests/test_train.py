@@ -61,6 +61,7 @@ def falls(steps: list[dict]) -> bool:
 
 @pytest.mark.parametrize("launcher", ["horovod", "torch_distributor"])
 def test_two_cpu_workers_overfit_a_small_set(spark, tiny_model, packed, tmp_path, launcher):
+    import torch
     from distill.training.launch import launch
     from transformers import AutoModelForCausalLM
 
@@ -74,7 +75,21 @@ def test_two_cpu_workers_overfit_a_small_set(spark, tiny_model, packed, tmp_path
     assert falls(steps), [round(s["loss"], 3) for s in steps]
     assert steps[0]["lr"] < steps[2]["lr"] and steps[-1]["lr"] < steps[5]["lr"]  # warmup, then decay
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000020", "step-0000024"]
-    AutoModelForCausalLM.from_pretrained(out / "model")  # a plain Hugging Face folder
+    # a plain Hugging Face folder holding the trained weights (not the base model's), loaded as written
+    saved, base = weights(out / "model"), weights(Path(tiny_model))
+    loaded = AutoModelForCausalLM.from_pretrained(out / "model").state_dict()
+    assert saved.keys() <= base.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert not all(torch.equal(saved[k], base[k]) for k in saved)
+
+
+def weights(folder) -> dict:
+    """Every tensor of a Hugging Face model folder (one safetensors file, or shards with their index)."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
 
 
 @pytest.mark.parametrize("launcher", ["horovod", "torch_distributor"])
@@ -83,7 +98,6 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
     the same weights as a run that was never interrupted (made second in a launch of two runs)."""
     import torch
     from distill.training.launch import launch
-    from safetensors.torch import load_file
 
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     killed.mkdir()
@@ -99,6 +113,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
         del os.environ["DISTILL_CRASH_AT"]
     assert [s["step"] for s in metrics(killed)] == list(range(1, 13))
     assert not (killed / "model").exists()
+    step10 = killed / "checkpoints" / "step-0000010"
+    assert (step10 / "meta.pt").is_file()
+    if launcher == "torch_distributor":  # one shard per rank, written by that rank; no gathered state anywhere
+        assert sorted(p.name for p in (step10 / "shards").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+        assert not (step10 / "state.pt").exists()
     (result,) = launch(spark, [spec])
     assert result["start_step"] == 10
     assert [s["step"] for s in metrics(killed)] == list(range(1, 17))  # steps 11-12 trained again, once each
@@ -107,7 +126,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed
     first.mkdir()
     launch(spark, [{**spec, "out_dir": str(first), "max_steps": 2, "seed": 7}, {**spec, "out_dir": str(clean)}])
     assert [s["step"] for s in metrics(first)] == [1, 2]
-    a, b = load_file(killed / "model" / "model.safetensors"), load_file(clean / "model" / "model.safetensors")
+    a, b = weights(killed / "model"), weights(clean / "model")
     assert [round(s["loss"], 5) for s in metrics(killed)] == [round(s["loss"], 5) for s in metrics(clean)]
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 

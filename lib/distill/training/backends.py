@@ -15,6 +15,7 @@ summed over the global batch's target tokens divided by their count (see loop.py
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 class HorovodBackend:
@@ -58,13 +59,27 @@ class HorovodBackend:
 
         return float(self.hvd.allreduce(torch.tensor([value], dtype=torch.float64), op=self.hvd.Sum)[0])
 
-    def full_state(self, model, optimizer) -> dict | None:
-        """Model and optimizer state for a checkpoint (every worker holds it whole; rank 0 returns it)."""
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict()} if self.rank == 0 else None
+    def save_state(self, model, optimizer, folder: Path) -> None:
+        """Model and optimizer state into a checkpoint folder: every worker holds it whole; rank 0 writes it."""
+        import torch
 
-    def load_state(self, model, optimizer, state: dict) -> None:
+        if self.rank == 0:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, folder / "state.pt")
+
+    def load_state(self, model, optimizer, folder: Path) -> None:
+        import torch
+
+        self.load_full_state(model, optimizer, torch.load(folder / "state.pt", map_location="cpu",
+                                                          weights_only=False))
+
+    def load_full_state(self, model, optimizer, state: dict) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+
+    def save_model(self, model, folder: Path) -> None:
+        """The weights as a Hugging Face model folder (safetensors), written by rank 0."""
+        if self.rank == 0:
+            model.save_pretrained(folder)
 
     def barrier(self) -> None:
         self.sum(0.0)
@@ -117,19 +132,72 @@ class FsdpBackend:
         self.dist.all_reduce(t)
         return float(t[0])
 
-    def full_state(self, model, optimizer) -> dict | None:
-        """Gathered (unsharded) model and optimizer state on rank 0; every rank must call this."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    def save_state(self, model, optimizer, folder: Path) -> None:
+        """Each rank writes its own shard of model and optimizer state (torch.distributed.checkpoint, under
+        folder/shards/): nothing is gathered, so no process ever holds the whole state. Every rank calls it."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        msd, osd = get_state_dict(model, optimizer,
-                                  options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return {"model": msd, "optimizer": osd} if self.rank == 0 else None
+        msd, osd = get_state_dict(model, optimizer)  # sharded (DTensor) state, as each rank holds it
+        dcp.save({"model": msd, "optimizer": osd}, checkpoint_id=str(folder / "shards"))
 
-    def load_state(self, model, optimizer, state: dict) -> None:
+    def load_state(self, model, optimizer, folder: Path) -> None:
+        """Each rank reads its own shard back (a different world size reshards on load)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        msd, osd = get_state_dict(model, optimizer)  # the sharded layout to read into
+        state = {"model": msd, "optimizer": osd}
+        dcp.load(state, checkpoint_id=str(folder / "shards"))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+    def load_full_state(self, model, optimizer, state: dict) -> None:
+        """A whole (gathered) state, as checkpoints of format 1 hold it."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                        options=StateDictOptions(full_state_dict=True))
+
+    def save_model(self, model, folder: Path, shard_bytes: int = 2 * 2**30) -> None:
+        """The weights as a Hugging Face model folder (safetensors shards and their index), one tensor at a
+        time: each is gathered from the ranks (a collective: every rank calls this), and rank 0 writes a file
+        whenever `shard_bytes` are waiting. Rank 0 holds at most one file's worth, never the whole model."""
+        import json
+
+        import torch
+        from safetensors.torch import save_file
+
+        files: dict[str, str] = {}
+        pending: dict[str, torch.Tensor] = {}
+        total = 0
+
+        def flush() -> None:
+            name = f"model-{len(set(files.values())) + 1:05d}.safetensors"
+            save_file(pending, str(folder / name), metadata={"format": "pt"})
+            files.update(dict.fromkeys(pending, name))
+            pending.clear()
+
+        # an LM head tied to the embeddings is left out, as save_pretrained does (loading ties it again)
+        head = model.get_output_embeddings() if getattr(model.config, "tie_word_embeddings", False) else None
+        tied = {f"{name}.weight" for name, module in model.named_modules() if head is not None and module is head}
+        for key, value in model.state_dict().items():
+            if key in tied:  # the same on every rank: the collectives below stay in step
+                continue
+            full = value.full_tensor() if hasattr(value, "full_tensor") else value
+            if self.rank == 0:
+                pending[key] = full.detach().to("cpu").contiguous()
+                total += pending[key].numel() * pending[key].element_size()
+                if sum(t.numel() * t.element_size() for t in pending.values()) >= shard_bytes:
+                    flush()
+            del full
+        if self.rank == 0:
+            if pending:
+                flush()
+            index = {"metadata": {"total_size": total}, "weight_map": files}
+            (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+            model.config.save_pretrained(folder)
+            if getattr(model, "generation_config", None) is not None:
+                model.generation_config.save_pretrained(folder)
 
     def barrier(self) -> None:
         self.dist.barrier()

@@ -35,7 +35,7 @@ from distill.faults import crash_point
 from distill.training.loss import token_loss_sum
 from distill.training.packing import IGNORE, position_ids
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the state as the backend writes it (FSDP: sharded) beside meta.pt; 1: one state.pt
 
 
 class PackedData:
@@ -192,22 +192,27 @@ def train(spec: dict, backend) -> dict:
         crash_point("train.step")
 
     if start < plan.total_steps or not (out / "model" / "config.json").exists():
-        _save_model(backend, model, optimizer, tokenizer, spec["student"], out / "model")
+        _save_model(backend, model, tokenizer, out / "model")
     backend.barrier()
     return {"rank": rank, "start_step": start, "steps": plan.total_steps, "final_loss": loss}
 
 
 def _checkpoint(backend, model, optimizer, scheduler, out: Path, step: int, keep: int) -> None:
+    """checkpoints/step-N/: the backend's model and optimizer state (FSDP: one shard per rank, never gathered)
+    and meta.pt (scheduler, step, format, launcher), written aside and renamed by rank 0 once complete."""
     import torch
 
-    state = backend.full_state(model, optimizer)  # a collective for FSDP: every rank calls it
+    folder = out / "checkpoints" / f"step-{step:07d}"
+    partial = folder.with_name(folder.name + ".partial")
     if backend.rank == 0:
-        folder = out / "checkpoints" / f"step-{step:07d}"
-        partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        torch.save({**state, "scheduler": scheduler.state_dict(), "step": step, "format": CHECKPOINT_FORMAT,
-                    "launcher": backend.name}, partial / "state.pt")
+    backend.barrier()
+    backend.save_state(model, optimizer, partial)  # a collective for FSDP: every rank calls it
+    backend.barrier()
+    if backend.rank == 0:
+        torch.save({"scheduler": scheduler.state_dict(), "step": step, "format": CHECKPOINT_FORMAT,
+                    "launcher": backend.name}, partial / "meta.pt")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
         for old in sorted(_checkpoints(out))[:-keep]:
@@ -226,15 +231,21 @@ def _resume(backend, model, optimizer, scheduler, out: Path, rank: int) -> int:
     found = sorted(_checkpoints(out))
     if not found:
         return 0
-    state = torch.load(found[-1] / "state.pt", map_location="cpu", weights_only=False)
-    if state.get("launcher") != backend.name:
-        raise RuntimeError(f"checkpoint {found[-1]} was written by the {state.get('launcher')} launcher; "
+    meta_path = found[-1] / "meta.pt"
+    # format 1 (before sharded checkpoints): one state.pt with the whole state and the metadata
+    legacy = not meta_path.exists()
+    meta = torch.load(found[-1] / "state.pt" if legacy else meta_path, map_location="cpu", weights_only=False)
+    if meta.get("launcher") != backend.name:
+        raise RuntimeError(f"checkpoint {found[-1]} was written by the {meta.get('launcher')} launcher; "
                            f"resume it with that launcher or start in a new train.name")
-    backend.load_state(model, optimizer, state)
-    scheduler.load_state_dict(state["scheduler"])
+    if legacy:
+        backend.load_full_state(model, optimizer, meta)
+    else:
+        backend.load_state(model, optimizer, found[-1])
+    scheduler.load_state_dict(meta["scheduler"])
     if rank == 0:
-        print(f"train: resuming from {found[-1].name} (step {state['step']})", flush=True)
-    return int(state["step"])
+        print(f"train: resuming from {found[-1].name} (step {meta['step']})", flush=True)
+    return int(meta["step"])
 
 
 def _trim_metrics(path: Path, start: int) -> None:
@@ -245,17 +256,17 @@ def _trim_metrics(path: Path, start: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _save_model(backend, model, optimizer, tokenizer, student: str, folder: Path) -> None:
-    """The trained weights as a plain Hugging Face model folder, written by rank 0 (aside, then renamed)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    state = backend.full_state(model, optimizer)
+def _save_model(backend, model, tokenizer, folder: Path) -> None:
+    """The trained weights as a plain Hugging Face model folder (backend.save_model: FSDP writes it one
+    gathered tensor at a time), aside, then renamed by rank 0."""
+    partial = folder.with_name(folder.name + ".partial")
     if backend.rank == 0:
-        fresh = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(student))
-        fresh.load_state_dict(state["model"])
-        partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        fresh.save_pretrained(partial)
+        partial.mkdir(parents=True)
+    backend.barrier()
+    model.config.use_cache = True  # off for training only; whoever loads the student wants generation's cache
+    backend.save_model(model, partial)
+    if backend.rank == 0:
         tokenizer.save_pretrained(partial)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
