@@ -197,3 +197,51 @@ def test_collate_pads_with_a_sample_of_its_own():
     assert ids.tolist() == [[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]]
     assert labels.tolist() == [[IGNORE, 6, 7, IGNORE, IGNORE], [IGNORE] * 5]
     assert pos.tolist() == [[0, 1, 0, 0, 1], [0, 1, 2, 3, 4]]
+
+
+def test_fsdp_loads_a_student_shard_by_shard_without_any_rank_holding_all_of_it(tmp_path):
+    """Two gloo ranks load an untied model (~470 MB in float32, stored in bf16) with FsdpBackend.load_model
+    (meta device, then each rank reads its slices): each adds about half the model to its memory (measured
+    0.51x here; reading it whole and then sharding, the tied models' way, measured 1.07x), and the sharded
+    model's logits are the plain model's."""
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=512, hidden_size=1024, intermediate_size=4096, num_hidden_layers=8,
+                         num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=64,
+                         tie_word_embeddings=False)
+    path = tmp_path / "model"
+    # stored in bf16, as released models are, and trained in float32: reading it whole would mean a float32
+    # copy of the whole model on every rank
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(path)
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    size = sum(p.numel() * p.element_size() for p in reference.parameters())
+    assert size > 450 * 2**20
+    with torch.no_grad():
+        expected = reference(input_ids=torch.arange(24).reshape(2, 12)).logits
+    del reference
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+           "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).parent / "scripts" / "fsdp_load.py"
+    ranks = [subprocess.Popen([sys.executable, str(script), str(path), str(tmp_path)],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    for r in ranks:
+        out, _ = r.communicate(timeout=600)
+        assert r.returncode == 0, out[-3000:]
+    for r in range(2):
+        m = json.loads((tmp_path / f"rank-{r}.json").read_text())
+        assert m["local"] == pytest.approx(size / 2, rel=0.01)  # its half of the parameters
+        # what loading added to the rank's own memory (anonymous: the mapped model file is the page cache's):
+        # its half and a tensor being read, never the whole model
+        assert m["peak"] - m["before"] < 0.75 * size, (r, m, size)
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=1e-4, atol=1e-4)

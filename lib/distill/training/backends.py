@@ -28,7 +28,13 @@ class HorovodBackend:
         self.hvd = hvd
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
 
-    def prepare(self, model):
+    def load_model(self, path: str, device, setup):
+        """The student, whole, on this worker's device (`setup` runs on it first)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+        setup(model)
         return model
 
     def optimizer(self, optimizer, model, accum: int):
@@ -101,7 +107,41 @@ class FsdpBackend:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device_type = "cuda" if use_gpu else "cpu"
 
-    def prepare(self, model):
+    def load_model(self, path: str, device, setup):
+        """The student, sharded, without any rank ever holding all of it: built on the meta device (no
+        memory), `setup` run on it, sharded (`fully_shard` per decoder layer, then the rest), then each rank
+        allocates only its own shards and reads only its slices of the weights from the model's safetensors
+        files (torch.distributed.checkpoint's Hugging Face reader).
+
+        A model whose LM head is tied to its embeddings is read whole first and then sharded: materializing
+        a meta model gives the two modules separate tensors, and FSDP would then train them apart. Tying is
+        a small model's trait (Qwen2.5 up to 3B); the large students FSDP is for (Qwen2.5-32B) are untied."""
+        import torch
+        import torch.distributed.checkpoint as dcp
+        from accelerate import init_empty_weights
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(path)
+        if getattr(config, "tie_word_embeddings", False):
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+            setup(model)
+            return self._shard(model)
+        with init_empty_weights(include_buffers=False):  # parameters on meta; buffers (rotary tables) real
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        setup(model)
+        buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+        self._shard(model)
+        model.to_empty(device=device)  # this rank's shards only, uninitialized; buffers are put back below
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        state = get_model_state_dict(model)  # the sharded parameters, filled in place
+        dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(path))
+        set_model_state_dict(model, state)
+        return model
+
+    def _shard(self, model):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
@@ -177,9 +217,7 @@ class FsdpBackend:
             files.update(dict.fromkeys(pending, name))
             pending.clear()
 
-        # an LM head tied to the embeddings is left out, as save_pretrained does (loading ties it again)
-        head = model.get_output_embeddings() if getattr(model.config, "tie_word_embeddings", False) else None
-        tied = {f"{name}.weight" for name, module in model.named_modules() if head is not None and module is head}
+        tied = _tied_keys(model)  # left out, as save_pretrained does (loading ties them again)
         for key, value in model.state_dict().items():
             if key in tied:  # the same on every rank: the collectives below stay in step
                 continue
@@ -209,6 +247,14 @@ class FsdpBackend:
         import torch
 
         return torch.device(f"cuda:{self.local_rank}") if self.device_type == "cuda" else torch.device("cpu")
+
+
+def _tied_keys(model) -> set[str]:
+    """The state-dict key of an LM head tied to the input embeddings (none when untied)."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    head = model.get_output_embeddings()
+    return {f"{name}.weight" for name, module in model.named_modules() if head is not None and module is head}
 
 
 def _decoder_layers(model) -> list:

@@ -126,7 +126,7 @@ def train(spec: dict, backend) -> dict:
     import contextlib
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     rank, world = backend.rank, backend.size
     torch.set_num_threads(spec["threads"] or max(1, (os.cpu_count() or 1) // world))
@@ -145,11 +145,13 @@ def train(spec: dict, backend) -> dict:
                 spec["seed"])
     tokenizer = AutoTokenizer.from_pretrained(spec["student"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    model = AutoModelForCausalLM.from_pretrained(spec["student"], dtype=torch.float32).to(device)
-    model.config.use_cache = False
-    if spec["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = backend.prepare(model)
+
+    def setup(model) -> None:  # before sharding
+        model.config.use_cache = False
+        if spec["gradient_checkpointing"]:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    model = backend.load_model(spec["student"], device, setup)  # FSDP: sharded as it is read
     optimizer = backend.optimizer(torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95),
                                                     weight_decay=spec["weight_decay"]), model, plan.accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
