@@ -30,12 +30,7 @@ class HorovodBackend:
 
     def load_model(self, path: str, device, setup):
         """The student, whole, on this worker's device (`setup` runs on it first)."""
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-        setup(model)
-        return model
+        return _read_whole(path, device, setup)
 
     def optimizer(self, optimizer, model, accum: int):
         hvd = self.hvd
@@ -124,9 +119,7 @@ class FsdpBackend:
 
         config = AutoConfig.from_pretrained(path)
         if getattr(config, "tie_word_embeddings", False):
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-            setup(model)
-            return self._shard(model)
+            return self._shard(_read_whole(path, device, setup))
         with init_empty_weights(include_buffers=False):  # parameters on meta; buffers (rotary tables) real
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         setup(model)
@@ -209,13 +202,15 @@ class FsdpBackend:
 
         files: dict[str, str] = {}
         pending: dict[str, torch.Tensor] = {}
-        total = 0
+        total = waiting = 0
 
         def flush() -> None:
+            nonlocal waiting
             name = f"model-{len(set(files.values())) + 1:05d}.safetensors"
             save_file(pending, str(folder / name), metadata={"format": "pt"})
             files.update(dict.fromkeys(pending, name))
             pending.clear()
+            waiting = 0
 
         tied = _tied_keys(model)  # left out, as save_pretrained does (loading ties them again)
         for key, value in model.state_dict().items():
@@ -224,8 +219,9 @@ class FsdpBackend:
             full = value.full_tensor() if hasattr(value, "full_tensor") else value
             if self.rank == 0:
                 pending[key] = full.detach().to("cpu").contiguous()
-                total += pending[key].numel() * pending[key].element_size()
-                if sum(t.numel() * t.element_size() for t in pending.values()) >= shard_bytes:
+                size = pending[key].numel() * pending[key].element_size()
+                total, waiting = total + size, waiting + size
+                if waiting >= shard_bytes:
                     flush()
             del full
         if self.rank == 0:
@@ -247,6 +243,16 @@ class FsdpBackend:
         import torch
 
         return torch.device(f"cuda:{self.local_rank}") if self.device_type == "cuda" else torch.device("cpu")
+
+
+def _read_whole(path: str, device, setup):
+    """The student read whole onto `device` (`setup` runs on it before it is returned)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    setup(model)
+    return model
 
 
 def _tied_keys(model) -> set[str]:
