@@ -57,7 +57,8 @@ if [ -e "$pyzip" ]; then rm -f "$tmpzip"; else chmod 644 "$tmpzip" && mv "$tmpzi
 
 # 2. spark-submit settings from the config (exit 2 with the key's name on a bad config)
 rc=0
-settings=$("$venv/bin/python" -m distill.submit_args "${args[@]+"${args[@]}"}" --py-files "$pyzip") || rc=$?
+settings=$("$venv/bin/python" -m distill.submit_args "${args[@]+"${args[@]}"}" --py-files "$pyzip" \
+  --driver-java-options="-Dlog4j2.configurationFile=file:$root/conf/log4j2.properties") || rc=$?
 [ "$rc" = 0 ] || exit "$rc"
 mapfile -t spark_args <<<"$settings"
 
@@ -66,6 +67,4 @@ export PYSPARK_PYTHON="$venv/bin/python" PYSPARK_DRIVER_PYTHON="$venv/bin/python
 # Local mode talks only to itself: bind to loopback rather than guess a network address.
 [[ "${spark_args[1]}" == local* ]] && export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}
 # shellcheck disable=SC2086  # DISTILL_SUBMIT_ARGS is a list of words on purpose
-exec "$venv/bin/spark-submit" "${spark_args[@]}" ${DISTILL_SUBMIT_ARGS:-} \
-  --driver-java-options "-Dlog4j2.configurationFile=file:$root/conf/log4j2.properties" \
-  "$root/jobs/main.py" "${args[@]+"${args[@]}"}"
+exec "$venv/bin/spark-submit" "${spark_args[@]}" ${DISTILL_SUBMIT_ARGS:-} "$root/jobs/main.py" "${args[@]+"${args[@]}"}"

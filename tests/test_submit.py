@@ -28,6 +28,23 @@ def test_bad_config_key_exits_2_before_spark_starts(tmp_path):
     assert "ingest.max_line_byte: unknown key" in done.stderr
 
 
+def test_a_job_driver_maps_spark_and_delta_classes_from_the_bootstrap_archive(tmp_path):
+    from distill.jvm import ARCHIVE
+
+    assert ARCHIVE.is_file(), "scripts/bootstrap.sh makes it"
+    log = tmp_path / "classes.log"
+    # the JVM's own record of where each class came from: "source: shared objects file" is the archive
+    sets = ["--set", f"warehouse={tmp_path / 'warehouse'}", "--set", "spark.conf.spark.ui.enabled=false"]
+    done = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT 1 AS one", "--csv", *sets],
+                          env={"JAVA_TOOL_OPTIONS": f"-Xlog:class+load=info:file={log}"}, timeout=300)
+    assert done.returncode == 0 and done.stdout.splitlines()[-2:] == ["one", "1"], done.stderr[-3000:]
+    shared = {m.group(1) for m in re.finditer(r"\] (\S+) source: shared objects file", log.read_text())}
+    for cls in ("org.apache.spark.SparkContext", "org.apache.spark.sql.SparkSession",
+                "org.apache.spark.sql.catalyst.analysis.Analyzer", "io.delta.sql.DeltaSparkSessionExtension"):
+        assert cls in shared, (cls, len(shared))
+    assert len(shared) > 5000, len(shared)
+
+
 def sql_csv(capsys, warehouse, query: str) -> list[str]:
     """`distill sql QUERY --csv` in this process (the session's Spark; `submit.sh sql` itself is tested once
     below, its JVM start is not worth paying per query): the output's lines."""

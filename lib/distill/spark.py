@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from distill.config import Config
+from distill.jvm import driver_java_options
 
 DELTA_SETTINGS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -69,6 +70,8 @@ def default_settings(cfg: Config) -> dict[str, str]:
         # Delta's change data feed on new tables: downstream jobs can read what changed.
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
     }
+    if jvm_options := driver_java_options():  # the class archive bootstrap made: a faster driver start
+        settings["spark.driver.extraJavaOptions"] = jvm_options
     settings.update({k: _spark_value(v) for k, v in cfg.spark.conf.items()})
     return settings
 

@@ -14,11 +14,15 @@ from distill.config import ConfigError, load_config
 from distill.spark import default_settings
 
 
-def submit_args(conf: str | None, overrides: list[str], py_files: str | None) -> list[str]:
+def submit_args(conf: str | None, overrides: list[str], py_files: str | None, java_options: str = "") -> list[str]:
     cfg = load_config(conf, overrides)
     settings = default_settings(cfg)
     out = ["--master", settings.pop("spark.master"), "--name", settings.pop("spark.app.name")]
     out += ["--jars", settings.pop("spark.jars")]
+    # submit.sh's own driver options (its log4j file) and the config's: spark-submit takes one string
+    java = " ".join(o for o in (java_options, settings.pop("spark.driver.extraJavaOptions", "")) if o)
+    if java:
+        out += ["--driver-java-options", java]
     if py_files:
         out += ["--py-files", py_files]
     for key, value in sorted(settings.items()):
@@ -33,9 +37,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--conf")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--py-files")
+    parser.add_argument("--driver-java-options", default="")
     args, _ = parser.parse_known_args(argv)
     try:
-        print("\n".join(submit_args(config_path(args.conf), args.overrides, args.py_files)))
+        print("\n".join(submit_args(config_path(args.conf), args.overrides, args.py_files,
+                                     args.driver_java_options)))
     except ConfigError as err:
         print(f"distill: config error: {err}", file=sys.stderr)
         return 2
