@@ -70,15 +70,15 @@ def plan(n: int, teachers: int, gpus: int, a: Assumptions) -> list[dict]:
     accepted = pairs * a.accepted_share
     kept = accepted * a.kept_share
     rows = [
-        ("prepare", "embed", n, "texts", a.embed_texts_per_s),
-        ("generate", "decode", attempts * a.output_tokens, "tokens", a.gen_tokens_per_s),
-        ("score", "forward", accepted * (a.prompt_tokens + a.output_tokens), "tokens", a.score_tokens_per_s),
-        ("train", "train", kept * (a.prompt_tokens + a.output_tokens) * a.epochs, "tokens", a.train_tokens_per_s),
-        ("evaluate", "decode", teachers * a.eval_items * a.eval_samples * a.eval_output_tokens, "tokens",
+        ("prepare", n, "texts", a.embed_texts_per_s),
+        ("generate", attempts * a.output_tokens, "tokens", a.gen_tokens_per_s),
+        ("score", accepted * (a.prompt_tokens + a.output_tokens), "tokens", a.score_tokens_per_s),
+        ("train", kept * (a.prompt_tokens + a.output_tokens) * a.epochs, "tokens", a.train_tokens_per_s),
+        ("evaluate", teachers * a.eval_items * a.eval_samples * a.eval_output_tokens, "tokens",
          a.student_gen_tokens_per_s),
     ]
     out = []
-    for stage, what, work, unit, per_gpu in rows:
+    for stage, work, unit, per_gpu in rows:
         hours = work / per_gpu / 3600
         out.append({"stage": stage, "work": work, "unit": unit, "per_gpu_s": per_gpu, "gpu_hours": hours,
                     "wall_hours": hours / gpus, "device": "GPU"})
