@@ -62,9 +62,8 @@ def peak_mib(device: str) -> float | None:
 def build_lm(folder: Path, s: dict, device: str):
     """A random Qwen2 of the shape `s`, saved to `folder` (bf16 on a GPU) with the tiny tokenizer; returns it."""
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
     from distill.tiny_model import build_tiny_model
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tok_dir = build_tiny_model(folder.parent / "tokenizer")  # its tokenizer and chat template
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
@@ -83,9 +82,8 @@ def build_lm(folder: Path, s: dict, device: str):
 
 def perplexity(folder: Path, tokenizer, s: dict, device: str, dtype: str) -> None:
     import torch
-    from transformers import AutoModelForCausalLM
-
     from distill.scorers.perplexity import TransformersScorer, render
+    from transformers import AutoModelForCausalLM
 
     rng = random.Random(0)
     words = "the answer is step let me think about this problem carefully and check each case".split()
@@ -128,9 +126,8 @@ def train_step(folder: Path, s: dict, device: str) -> None:
     import contextlib
 
     import torch
-    from transformers import AutoModelForCausalLM
-
     from distill.training.loss import token_loss_sum
+    from transformers import AutoModelForCausalLM
 
     n = s["train_tokens"]
     torch.manual_seed(0)
@@ -164,7 +161,8 @@ def train_step(folder: Path, s: dict, device: str) -> None:
                 sync(device)
                 seconds.append(time.perf_counter() - t0)
             emit(figure="train_step", device=device, loss=name, chunk_tokens=chunk, tokens=n,
-                 tokens_per_s=round(n / seconds[-1], 1), peak_gpu_mib=peak_mib(device), loss_value=float(loss.detach()))
+                 tokens_per_s=round(n / seconds[-1], 1), peak_gpu_mib=peak_mib(device),
+                 loss_value=float(loss.detach()))
         except torch.OutOfMemoryError as err:
             emit(figure="train_step", device=device, loss=name, chunk_tokens=chunk, tokens=n,
                  error=f"out of memory: {str(err)[:200]}", peak_gpu_mib=peak_mib(device))
