@@ -67,3 +67,10 @@ ITEMS = [
 # the others (65-84) whole, so the truncation rule is compared too.
 VLLM_PERPLEXITY_ITEMS = [ITEMS[0], ITEMS[1], ITEMS[2], ITEMS[4], (ASK, "")]
 VLLM_PERPLEXITY_WINDOW = 90
+# Long responses under a small token budget (score.perplexity.token_budget): each is hundreds of tokens, so
+# vLLM computes its prompt log-probs over many engine steps of at most VLLM_BUDGET tokens, two sequences a
+# call; the perplexities must still be transformers' over the whole sequence.
+VLLM_BUDGET = 64
+VLLM_LONG_ITEMS = [(ASK, "<think> " + "6 times 7 is 42, and 7 times 6 is 42 as well. " * 18 + "</think> 42"),
+                   (ITEMS[4][0], "The mitochondria produce most of the energy. " * 40),
+                   (ITEMS[2][0], "def solve(n):\n    return sum(range(n + 1))\n\n" * 20)]

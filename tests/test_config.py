@@ -130,6 +130,8 @@ def write(tmp_path, text):
         ("prepare:\n  decontam:\n    similarity_threshold: high\n",
          "prepare.decontam.similarity_threshold: expected a number"),
         ("prepare:\n  filters:\n    enabled: [urls]\n", "prepare.filters.enabled: unknown rule(s) ['urls']"),
+        ("score:\n  perplexity:\n    batch_size: 16\n    token_budget: 8\n",
+         "score.perplexity.token_budget: must be >= batch_size (16)"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("a: [\n", "is not valid YAML"),
     ],

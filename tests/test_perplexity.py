@@ -8,7 +8,14 @@ import math
 import pytest
 from distill.scorers.perplexity import TransformersScorer, perplexity_from_logprobs, render
 
-from tests.engine_contract import ASK, ITEMS, VLLM_PERPLEXITY_ITEMS, VLLM_PERPLEXITY_WINDOW
+from tests.engine_contract import (
+    ASK,
+    ITEMS,
+    VLLM_BUDGET,
+    VLLM_LONG_ITEMS,
+    VLLM_PERPLEXITY_ITEMS,
+    VLLM_PERPLEXITY_WINDOW,
+)
 
 
 def close(a: float, b: float, rel: float = 1e-5) -> bool:
@@ -117,3 +124,18 @@ def test_vllm_agrees_with_transformers(tiny_model, vllm_facts):
         if hf.error is None:
             assert close(vl["ppl"], hf.ppl, rel=1e-3)
             assert abs(vl["mean_logprob"] - hf.mean_logprob) < 1e-3
+
+
+@pytest.mark.slow
+def test_vllm_scores_long_responses_in_steps_of_its_token_budget(tiny_model, vllm_facts):
+    # the scorer's own engine (tests/scripts/vllm_smoke.py): score.perplexity.token_budget 64, batch_size 2
+    long = vllm_facts["long"]
+    assert (long["max_num_batched_tokens"], long["max_num_seqs"], long["chunked_prefill"]) == (VLLM_BUDGET, 2, True)
+    scorer = TransformersScorer(tiny_model)
+    lengths = [len(render(scorer.tokenizer, m, r)[0]) for m, r in VLLM_LONG_ITEMS]
+    assert min(lengths) > 5 * VLLM_BUDGET, lengths  # each sequence's log-probs took several engine steps
+    via_hf = scorer.score(VLLM_LONG_ITEMS)
+    for hf, vl in zip(via_hf, long["perplexity"], strict=True):
+        assert hf.error is None and vl["error"] is None and not vl["truncated"]
+        assert vl["n_response_tokens"] == hf.n_response_tokens
+        assert close(vl["ppl"], hf.ppl, rel=1e-3) and abs(vl["mean_logprob"] - hf.mean_logprob) < 1e-3

@@ -218,6 +218,9 @@ class RewardModelConfig:
             raise ValueError("batch_size: must be >= 1")
         if self.max_tokens < 2:
             raise ValueError("max_tokens: must be >= 2")
+        if self.token_budget < self.batch_size:
+            raise ValueError(f"token_budget: must be >= batch_size ({self.batch_size}): vLLM schedules at least "
+                             "one token per sequence in a step")
         if self.calibration == "sigmoid" and not self.scale > 0:
             raise ValueError(f"scale: must be > 0, got {self.scale:g}")
         if self.calibration == "anchors" and (len(self.anchors) != 2 or not self.anchors[0] < self.anchors[1]):
@@ -267,8 +270,12 @@ class PerplexityConfig:
     engine: Literal["transformers", "vllm"] = "transformers"  # vllm: prompt log-probs, for GPU clusters
     device: str = "cpu"  # transformers only; vLLM places itself (engine_args)
     dtype: str = "float32"  # transformers: float32 | bfloat16 | float16 | auto
-    batch_size: int = 8  # sequences per forward pass (transformers) or per generate call (vllm)
+    batch_size: int = 8  # sequences per forward pass (transformers) or per generate call and engine step (vllm)
     max_tokens: int = 32768  # prompt + response tokens scored at most; longer ones are cut and marked truncated
+    # vllm: tokens per engine step (chunked prefill's max_num_batched_tokens). Prompt log-probs hold this many
+    # tokens' logits at a time, however long a response: 8192 x a 152k vocabulary x 4 B = 5 GB, not 20 GB for
+    # one 32k response at once. engine_args may set max_num_batched_tokens / max_num_seqs themselves.
+    token_budget: int = 8192
     engine_args: dict[str, Any] = field(default_factory=dict)  # vllm.LLM arguments (tensor_parallel_size, ...)
     threads: int = 0  # torch threads per Python worker (transformers on CPU); 0 = cores / concurrent tasks
     # The embedded default has no real reference model. When `model` does not exist and these files are given,
@@ -281,6 +288,9 @@ class PerplexityConfig:
             raise ValueError("batch_size: must be >= 1")
         if self.max_tokens < 2:
             raise ValueError("max_tokens: must be >= 2")
+        if self.token_budget < self.batch_size:
+            raise ValueError(f"token_budget: must be >= batch_size ({self.batch_size}): vLLM schedules at least "
+                             "one token per sequence in a step")
 
 
 @dataclass

@@ -16,7 +16,13 @@ from distill.engines.vllm_engine import VllmEngine  # noqa: E402
 from distill.scorers.perplexity import VllmScorer  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 
-from tests.engine_contract import VLLM_PERPLEXITY_ITEMS, VLLM_PERPLEXITY_WINDOW, contract_facts  # noqa: E402
+from tests.engine_contract import (  # noqa: E402
+    VLLM_BUDGET,
+    VLLM_LONG_ITEMS,
+    VLLM_PERPLEXITY_ITEMS,
+    VLLM_PERPLEXITY_WINDOW,
+    contract_facts,
+)
 
 engine = VllmEngine(sys.argv[1], {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 256, "dtype": "float32"})
 llm = engine.llm
@@ -35,4 +41,13 @@ smoke = {
 contract = contract_facts(engine)
 scorer = VllmScorer(sys.argv[1], {}, max_tokens=VLLM_PERPLEXITY_WINDOW, llm=llm)
 perplexity = [asdict(r) for r in scorer.score(VLLM_PERPLEXITY_ITEMS)]
-print(json.dumps({"smoke": smoke, "contract": contract, "perplexity": perplexity}))
+del scorer, engine, llm
+
+# the scorer's own engine, under a small token budget: long responses are scored over many engine steps
+budget = VllmScorer(sys.argv[1], {"kv_cache_memory_bytes": 64 * 2**20, "max_model_len": 1024, "dtype": "float32"},
+                    token_budget=VLLM_BUDGET, batch_size=2)
+scheduler = budget.llm.llm_engine.vllm_config.scheduler_config
+long = {"perplexity": [asdict(r) for r in budget.score(VLLM_LONG_ITEMS)],
+        "max_num_batched_tokens": scheduler.max_num_batched_tokens, "max_num_seqs": scheduler.max_num_seqs,
+        "chunked_prefill": scheduler.enable_chunked_prefill}
+print(json.dumps({"smoke": smoke, "contract": contract, "perplexity": perplexity, "long": long}))

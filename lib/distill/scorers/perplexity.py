@@ -181,9 +181,17 @@ class VllmScorer:
 
     name = "vllm"
 
-    def __init__(self, model_path: str | Path, engine_args: dict, max_tokens: int | None = None, llm=None):
+    def __init__(self, model_path: str | Path, engine_args: dict, max_tokens: int | None = None, llm=None,
+                 token_budget: int = 8192, batch_size: int = 8):
         """`llm`: a vllm.LLM already serving `model_path` (a generator's, VllmEngine.llm) to score with,
-        instead of starting another engine (`engine_args` are then unused)."""
+        instead of starting another engine (`engine_args` and the budget are then that engine's).
+
+        Memory at 32k tokens: prompt log-probs need the logits of every prompt token, tokens x vocabulary
+        floats (32k x 152k x 4 B = 20 GB for one response if computed at once). The engine is started with
+        chunked prefill and `max_num_batched_tokens = token_budget`, so it computes at most `token_budget`
+        tokens' logits per step however long a response is (8192 x 152k x 4 B = 5 GB), and `max_num_seqs =
+        batch_size`; each generate call gets at most `batch_size` sequences, so the log-probs vLLM returns
+        (Python objects, one per token) stay bounded too. engine_args may still set any of these itself."""
         # In-process engine core: no spawned process (which would need a __main__ guard inside Spark's worker).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if not Path(model_path).exists():
@@ -193,8 +201,10 @@ class VllmScorer:
         if llm is None:
             from vllm import LLM
 
-            llm = LLM(model=str(model_path), **engine_args)
-        self.llm = llm
+            budget = {"enable_chunked_prefill": True, "max_num_batched_tokens": token_budget,
+                      "max_num_seqs": batch_size}
+            llm = LLM(model=str(model_path), **{**budget, **engine_args})
+        self.llm, self.batch_size = llm, max(1, batch_size)
         # The same tokenizer TransformersScorer loads, so `render` gives both scorers the same ids.
         self.tokenizer = AutoTokenizer.from_pretrained(engine_args.get("tokenizer") or model_path)
         # vLLM refuses a prompt that leaves no room for the one token each request must generate.
@@ -216,6 +226,11 @@ class VllmScorer:
 
     def score(self, items: Sequence[Item]) -> list[PerplexityResult]:
         results, todo = prepare_all(self.tokenizer, items, self.max_tokens)
+        for b in range(0, len(todo), self.batch_size):
+            self._score_call(todo[b : b + self.batch_size], results)
+        return results  # type: ignore[return-value]
+
+    def _score_call(self, todo: list, results: list) -> None:
         if todo:
             try:
                 scored = self._generate([p for _, p in todo])
@@ -230,7 +245,6 @@ class VllmScorer:
                         scored.append(failed(f"vllm: {type(one).__name__}: {str(one)[:300]}", p.truncated))
             for (i, _), r in zip(todo, scored, strict=True):
                 results[i] = r
-        return results  # type: ignore[return-value]
 
     def close(self) -> None:
         del self.llm

@@ -96,7 +96,8 @@ def _load(spec: ScoreSpec):
 
             p = build_section(PerplexityConfig, spec.perplexity, "score.perplexity")
             if p.engine == "vllm":
-                scorer = perplexity.VllmScorer(p.model, p.engine_args, p.max_tokens)
+                scorer = perplexity.VllmScorer(p.model, p.engine_args, p.max_tokens, token_budget=p.token_budget,
+                                               batch_size=p.batch_size)
             else:
                 import torch
 
