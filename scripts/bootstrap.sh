@@ -43,6 +43,12 @@ need "$py" "Python 3.11 is required (set PYTHON=/path/to/python3.11)"
 need java "a JDK 17 is required by Spark 4.1"
 need mvn "Maven resolves the Delta jars once (apt-get install maven)"
 need g++ "g++ builds horovod and runs C++ code tests"
+# Horovod's NCCL build compiles CUDA code. Without nvcc it fails in CMake after the whole install, so say it now.
+if [ -n "${HOROVOD_GPU_OPERATIONS:-}" ] && ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+  say "missing 'nvcc': horovod's NCCL build needs the CUDA toolkit (nvcc on PATH, or in /usr/local/cuda);"
+  say "or build horovod without GPU collectives: HOROVOD_GPU_OPERATIONS= scripts/bootstrap.sh"
+  exit 3
+fi
 start=$(date +%s)
 
 # 1. the venv
