@@ -13,8 +13,9 @@ from __future__ import annotations
 from distill.benchmarks import BenchmarkError, read_benchmark
 from distill.faults import crash_point
 from distill.ids import canonical_json, stable_id
+from distill.spark import remove_path
 from distill.stages import prepare as st
-from distill.tables import merge_new, merge_replace, merge_update, read_table, table_path
+from distill.tables import merge_new, merge_replace, merge_update, read_table, stage, table_path
 from distill.textsig import text_hash
 from pyspark.sql import functions as F
 
@@ -95,7 +96,8 @@ def run(spark, cfg, args, rec) -> None:
             matches = matches.unionByName(st.semantic_matches(q_vecs, bench_path, d.similarity_threshold,
                                                               d.block_rows))
     with rec.step("decontam"):
-        matches = matches.withColumn("prepare_key", F.lit(key)).persist()
+        # staged, not persisted: see the write step
+        matches, matches_path = stage(spark, cfg, matches.withColumn("prepare_key", F.lit(key)), "prepare-matches")
         for row in matches.groupBy("method").count().collect():
             rec.count(f"matches.{row['method']}", row["count"])
 
@@ -115,18 +117,22 @@ def run(spark, cfg, args, rec) -> None:
             near = spark.createDataFrame([], "query_id string, near_duplicate_of string")
 
     with rec.step("write"):
-        decided = st.decide(todo, matches, dups, near).withColumn("prepare_key", F.lit(key)).withColumn(
-            "prepared_at", F.current_timestamp()).persist()
+        # Staged (written once to scratch Parquet), not persisted: a MERGE plans and runs a persisted source's
+        # whole query again, and each commit to `queries` re-plans every cached DataFrame that reads it. So the
+        # decisions are computed once, and nothing cached reads `queries` when it is written.
+        decided, decided_path = stage(spark, cfg, st.decide(todo, matches, dups, near).withColumn(
+            "prepare_key", F.lit(key)).withColumn("prepared_at", F.current_timestamp()), "prepare-decided")
+        todo.unpersist()
         for row in decided.groupBy("status", F.split("drop_reason", ":")[0].alias("why")).count().collect():
             rec.count(row["status"] if row["status"] == "kept" else f"dropped.{row['why']}", row["count"])
-        metrics = merge_replace(spark, cfg, "decontam_matches", matches, "query_id", todo.select("query_id"))
+        metrics = merge_replace(spark, cfg, "decontam_matches", matches, "query_id", decided.select("query_id"))
         rec.wrote("decontam_matches", metrics["version"])
         crash_point("prepare.matched")  # decontam_matches is replaced, `queries` not decided yet
         metrics = merge_update(spark, cfg, "queries", decided, ["status", "drop_reason", "norm_hash", "signals",
                                                                 "prepare_key", "prepared_at"])
         rec.wrote("queries", metrics["version"])
-    for df in (todo, matches, decided):
-        df.unpersist()
+    for path in (matches_path, decided_path):
+        remove_path(spark, path)
     c = rec.counts
     dropped = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.")}
     print(f"prepare: judged {n_todo} queries: {c.get('kept', 0)} kept, dropped {dropped or 'none'}; "
