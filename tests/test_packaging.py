@@ -4,10 +4,13 @@ image that bakes it in."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -60,3 +63,19 @@ def test_the_wheel_carries_and_imports_every_module(tmp_path):
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == f"imported {len(names)}"
+
+
+def test_a_cuda_bootstrap_without_nvcc_stops_before_it_installs_anything(tmp_path):
+    """Horovod's NCCL build needs nvcc; bootstrap says so before the venv is touched, not in CMake after the
+    whole install (a copy of scripts/ and requirements/ in an empty folder: the real .venv is not at stake)."""
+    if shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"):
+        pytest.skip("this machine has nvcc")
+    for folder in ("scripts", "requirements"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "HOROVOD_GPU_OPERATIONS"}
+    done = subprocess.run(["bash", str(tmp_path / "scripts" / "bootstrap.sh")], capture_output=True, text=True,
+                          env={**env, "DISTILL_ACCEL": "cuda"}, timeout=60)
+    assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+    assert "missing 'nvcc'" in done.stderr and "HOROVOD_GPU_OPERATIONS= scripts/bootstrap.sh" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pyproject.toml", "requirements", "scripts"]  # no .venv
