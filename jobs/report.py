@@ -93,6 +93,7 @@ def run(spark, cfg, args, rec) -> None:
             local[key] = df.drop("run_id").toPandas()
             df.unpersist()
             rec.count(f"rows.{tables[key]}", len(local[key]))
+    hist.unpersist()
     if experiments is not None:
         local["experiments"] = experiments
     notes = [f"Run {rec.run_id}."]

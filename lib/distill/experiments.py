@@ -27,9 +27,10 @@ from distill.config import variant_settings
 from distill.evaluation import evaluate, trained_student
 from distill.generation import generate_attempts, pending_attempts
 from distill.scoring import score_spec, scores_of
+from distill.spark import remove_path
 from distill.stages import experiment as ex
 from distill.students import build_set, plan_run, train_all, train_root
-from distill.tables import current_version, ensure_table, merge_new, merge_upsert, read_table
+from distill.tables import current_version, ensure_table, merge_new, merge_upsert, read_table, stage
 
 FOLDER = "experiments"  # sets and runs of every experiment, under train.root, keyed by content
 
@@ -50,45 +51,58 @@ def run_experiment(spark, cfg, rec, index: int) -> list[dict]:
     attempts, queries = read("attempts"), read("queries")
     selections = {v.name: ex.select(attempts, queries, v.teachers, threshold, cfg.generate.accept_no_verifier)
                   for v, (threshold, _, _) in zip(e.variants, settings, strict=True)}
-    with rec.step("scores"):
-        chosen = reduce(lambda a, b: a.unionByName(b), selections.values()).dropDuplicates(ex.KEYS)
-        scores, stats, _ = scores_of(spark, cfg, rec, chosen, score_spec(spark, cfg))
-        scores = scores.cache()
-    rec.count("scored", sum(s["rows"] for s in stats))
-    versions = {name: current_version(ensure_table(spark, cfg, name)) for name in ("attempts", "attempt_scores")}
+    scratch: list[str] = []
 
-    variants = []
-    for j, (v, (threshold, curate, train)) in enumerate(zip(e.variants, settings, strict=True)):
-        with rec.step(f"dataset {v.name}"):
-            rows = _dataset(ex.curated(selections[v.name], scores, curate, cfg.score.ngram_n).where(F.col("keep")),
-                            v, f"experiments.{index}.variants.{j}").cache()
-            figures = ex.figures(rows)
-        label = f"{e.name}/{v.name}"
-        the_set = build_set(spark, cfg, rec, train, rows.select("query_id", "teacher", "messages", "response"),
-                            root, label, list(v.teachers), None, folder=FOLDER)
-        plan = plan_run(train, root, None, list(v.teachers), None, the_set, folder=FOLDER)
-        recipe = {"teachers": list(v.teachers), "threshold": threshold, "curate": curate.__dict__,
-                  "subsample": None if v.subsample is None else v.subsample.__dict__,
-                  "train": {k: plan["spec"][k] for k in sorted(plan["spec"]) if k not in ("data", "out_dir")}}
-        variants.append({"variant": v, "threshold": threshold, "rows": rows, "figures": figures, "plan": plan,
-                         "recipe": json.dumps(recipe, sort_keys=True, default=str)})
-        print(f"experiment: {label}: {figures['rows']} rows, {figures['tokens']} tokens, mean length "
-              f"{_fmt(figures['mean_length'])}, mean perplexity {_fmt(figures['mean_ppl'])}; student "
-              f"{plan['row']['student']}")
+    def staged(df, name: str):
+        """Written once to scratch Parquet and read back (distill.tables.stage), not cached: what later steps
+        read is a file scan, so the driver keeps no variant's deep plan (joins, broadcasts) for the whole job."""
+        df, path = stage(spark, cfg, df, name)
+        scratch.append(path)
+        return df
 
-    plans = list({x["plan"]["row"]["train_key"]: x["plan"] for x in variants}.values())  # shared students
-    rec.count("trained", train_all(spark, cfg, rec, plans))
-    students = [trained_student(cfg, p["row"]["student"], p["row"]) for p in plans]
-    before = _samples(spark, cfg, [s["student"] for s in students])
-    evaluate(spark, cfg, rec, students)
-    rec.count("evaluated", _samples(spark, cfg, [s["student"] for s in students]) - before)
+    try:
+        with rec.step("scores"):
+            chosen = reduce(lambda a, b: a.unionByName(b), selections.values()).dropDuplicates(ex.KEYS)
+            scores, stats, _ = scores_of(spark, cfg, rec, chosen, score_spec(spark, cfg))
+            scores = staged(scores, "experiment-scores")
+        rec.count("scored", sum(s["rows"] for s in stats))
+        versions = {name: current_version(ensure_table(spark, cfg, name)) for name in ("attempts", "attempt_scores")}
 
-    with rec.step("results"):
-        results = _write(spark, cfg, rec, e.name, variants, versions)
-    for x in variants:
-        x["rows"].unpersist()
-    scores.unpersist()
-    return results
+        variants, kept = [], {}
+        for j, (v, (threshold, curate, train)) in enumerate(zip(e.variants, settings, strict=True)):
+            data = json.dumps([sorted(v.teachers), threshold, curate.__dict__,
+                               v.subsample and v.subsample.__dict__], sort_keys=True, default=str)
+            with rec.step(f"dataset {v.name}"):
+                if data not in kept:  # variants with the same data recipe share their rows
+                    kept[data] = staged(ex.curated(selections[v.name], scores, curate, cfg.score.ngram_n)
+                                        .where(F.col("keep")), f"experiment-{j}")
+                rows = _dataset(kept[data], v, f"experiments.{index}.variants.{j}")
+                figures = ex.figures(rows)
+            label = f"{e.name}/{v.name}"
+            the_set = build_set(spark, cfg, rec, train, rows.select("query_id", "teacher", "messages", "response"),
+                                root, label, list(v.teachers), None, folder=FOLDER)
+            plan = plan_run(train, root, None, list(v.teachers), None, the_set, folder=FOLDER)
+            recipe = {"teachers": list(v.teachers), "threshold": threshold, "curate": curate.__dict__,
+                      "subsample": None if v.subsample is None else v.subsample.__dict__,
+                      "train": {k: plan["spec"][k] for k in sorted(plan["spec"]) if k not in ("data", "out_dir")}}
+            variants.append({"variant": v, "threshold": threshold, "rows": rows, "figures": figures, "plan": plan,
+                             "recipe": json.dumps(recipe, sort_keys=True, default=str)})
+            print(f"experiment: {label}: {figures['rows']} rows, {figures['tokens']} tokens, mean length "
+                  f"{_fmt(figures['mean_length'])}, mean perplexity {_fmt(figures['mean_ppl'])}; student "
+                  f"{plan['row']['student']}")
+
+        plans = list({x["plan"]["row"]["train_key"]: x["plan"] for x in variants}.values())  # shared students
+        rec.count("trained", train_all(spark, cfg, rec, plans))
+        students = [trained_student(cfg, p["row"]["student"], p["row"]) for p in plans]
+        before = _samples(spark, cfg, [s["student"] for s in students])
+        evaluate(spark, cfg, rec, students)
+        rec.count("evaluated", _samples(spark, cfg, [s["student"] for s in students]) - before)
+
+        with rec.step("results"):
+            return _write(spark, cfg, rec, e.name, variants, versions)
+    finally:
+        for path in scratch:
+            remove_path(spark, path)
 
 
 def _more_attempts(spark, cfg, rec, e, settings) -> int:
@@ -118,7 +132,6 @@ def _dataset(kept, v, key: str):
     s = v.subsample
     if s is None:
         return kept
-    kept = kept.cache()
     n = kept.count()
     if s.size > n:
         raise SystemExit(f"experiment: {key}.subsample.size: {s.size} rows asked, the variant keeps {n}")
