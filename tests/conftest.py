@@ -51,16 +51,78 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+@pytest.fixture(autouse=True)
+def _nothing_cached_between_tests():
+    """After each test the session forgets what the test cached, as a new job's driver would: Spark's cached
+    DataFrames (a job that failed on purpose may leave some) and Delta's snapshots of the test's tables. A
+    cached plan keeps its broadcast tables (on-heap pages) alive, and 700 tests share this JVM."""
+    yield
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        from pyspark.sql import SparkSession
+
+        SparkSession.builder.getOrCreate().catalog.clearCache()
+        sc._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+
+
 @pytest.fixture
 def cfg(tmp_path):
     return make_config(tmp_path)
 
 
-def run_cli(*argv: str) -> int:
-    """Run `distill ...` in this process (it reuses the session fixture's Spark)."""
+class ExitCode(int):
+    """run_cli's exit code. Its repr carries the job's last `distill:` line on stderr, so a failed
+    `assert run_cli(...) == 0` says why in pytest's one-line summary, not only deep in the captured output."""
+
+    def __new__(cls, code: int, why: str):
+        obj = super().__new__(cls, code)
+        obj.why = why
+        return obj
+
+    def __repr__(self) -> str:
+        return f"{int(self)} ({self.why})" if int(self) and self.why else str(int(self))
+
+
+class _Tee:
+    """Writes go to every stream; anything else (isatty, fileno, encoding) is the first stream's."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def __getattr__(self, name: str):
+        return getattr(self.streams[0], name)
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+def run_cli(*argv: str) -> ExitCode:
+    """Run `distill ...` in this process (it reuses the session fixture's Spark). stderr still reaches the test
+    (capsys); a copy is kept for the exit code's repr."""
+    import contextlib
+    import io
+
     from distill.cli import main
 
-    return main(list(argv))
+    copy = io.StringIO()
+    with contextlib.redirect_stderr(_Tee(sys.stderr, copy)):
+        code = main(list(argv))
+    lines = copy.getvalue().splitlines()
+    said = [i for i, line in enumerate(lines) if line.startswith("distill:")]
+    if not said:
+        return ExitCode(code, "")
+    # a JVM error's message is on the line after Py4J's "An error occurred while calling ...", its root last
+    why = [lines[said[-1]], *lines[said[-1] + 1:said[-1] + 2]]
+    why += [line for line in lines[said[-1]:] if line.strip().startswith("Caused by:")][-1:]
+    return ExitCode(code, " ".join(line.strip() for line in why))
 
 
 def cli_overrides(cfg) -> list[str]:
