@@ -70,10 +70,9 @@ def run_experiment(spark, cfg, rec, index: int) -> list[dict]:
 
         variants, kept = [], {}
         for j, (v, (threshold, curate, train)) in enumerate(zip(e.variants, settings, strict=True)):
-            data = json.dumps([sorted(v.teachers), threshold, curate.__dict__,
-                               v.subsample and v.subsample.__dict__], sort_keys=True, default=str)
+            data = json.dumps([sorted(v.teachers), threshold, curate.__dict__], sort_keys=True, default=str)
             with rec.step(f"dataset {v.name}"):
-                if data not in kept:  # variants with the same data recipe share their rows
+                if data not in kept:  # one staged copy per selection and curate settings; subsamples cut from it
                     kept[data] = staged(ex.curated(selections[v.name], scores, curate, cfg.score.ngram_n)
                                         .where(F.col("keep")), f"experiment-{j}")
                 rows = _dataset(kept[data], v, f"experiments.{index}.variants.{j}")
