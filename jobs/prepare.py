@@ -10,13 +10,30 @@ re-embedding.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from distill.benchmarks import BenchmarkError, read_benchmark
+from distill.engines import for_tasks
 from distill.faults import crash_point
 from distill.ids import canonical_json, stable_id
-from distill.spark import remove_path
+from distill.reference_audit import APPLIED, DISAGREES, PROPOSED, audit_key
+from distill.spark import cores_per_task, remove_path
+from distill.stages import audit as audit_st
 from distill.stages import prepare as st
-from distill.tables import merge_new, merge_replace, merge_update, read_table, stage, table_path
+from distill.tables import (
+    TABLES,
+    ensure_table,
+    merge_new,
+    merge_replace,
+    merge_update,
+    merge_upsert,
+    read_table,
+    stage,
+    table_path,
+)
 from distill.textsig import text_hash
+from distill.verifiers.judge import judge_identity, judge_version
 from pyspark.sql import functions as F
 
 HELP = "filter, decontaminate and deduplicate new queries (status/drop_reason in `queries`)"
@@ -60,6 +77,14 @@ def run(spark, cfg, args, rec) -> None:
     if bench_rows and p.decontam.semantic:
         _check_embedder(p.embedder)
     rec.count("benchmark_items", len(bench_rows))
+    judge_queries(spark, cfg, rec, bench_rows)
+    if p.reference_audit.enabled:
+        audit_references(spark, cfg, rec)
+
+
+def judge_queries(spark, cfg, rec, bench_rows) -> None:
+    """Filters, decontamination and dedup for the queries not yet judged under this config."""
+    p = cfg.prepare
     key = prepare_key(cfg, bench_rows)
     bench = spark.createDataFrame(bench_rows, "benchmark string, item_id string, text string, norm_hash string")
 
@@ -137,6 +162,104 @@ def run(spark, cfg, args, rec) -> None:
     dropped = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("dropped.")}
     print(f"prepare: judged {n_todo} queries: {c.get('kept', 0)} kept, dropped {dropped or 'none'}; "
           f"embedded {c.get('embedded', 0)} new texts")
+
+
+def audit_references(spark, cfg, rec) -> None:
+    """The math reference audit (distill.reference_audit) of kept math queries whose attempts, reference or
+    audit rules changed since their last audit; then, with prepare.reference_audit.apply, the revisions."""
+    from delta.tables import DeltaTable
+
+    a = cfg.prepare.reference_audit
+    if not DeltaTable.isDeltaTable(spark, table_path(cfg, "attempts")):
+        return  # nothing generated yet: the first run of a new warehouse
+    judge = cfg.verify.judge if a.ask_judge else None
+    key = audit_key(a, judge_version(judge_identity(judge)) if judge else None)
+    math = read_table(spark, cfg, "queries").where(
+        (F.col("status") == "kept") & (F.col("category") == "math") & F.col("reference_answer").isNotNull())
+    attempts = read_table(spark, cfg, "attempts").join(math.select("query_id"), "query_id", "left_semi")
+    seen = attempts.groupBy("query_id").agg(F.count("*").cast("int").alias("n"))
+    todo = math.join(seen, "query_id")
+    ensure_table(spark, cfg, "reference_audit")
+    stored = read_table(spark, cfg, "reference_audit")
+    todo = todo.join(stored.select("query_id", F.col("reference").alias("audited_reference"), "audit_key",
+                                   F.col("attempts").alias("audited_attempts"), F.col("status").alias("old")),
+                     "query_id", "left").where(
+        F.col("old").isNull() | ((F.col("old") != "applied") & (
+            (F.col("audit_key") != key) | (F.col("audited_attempts") != F.col("n"))
+            | (F.col("audited_reference") != F.col("reference_answer")))))
+    # staged (written once, read back): the math checks and the judge run exactly once, and nothing read here
+    # is re-planned when reference_audit is written
+    with rec.step("audit.select"):
+        todo, todo_path = stage(spark, cfg, todo.select("query_id", "source", "reference_answer", "messages"),
+                                "audit-todo")
+        scratch = [todo_path]
+        n_todo = todo.count()
+    rec.count("audit.todo", n_todo)
+    try:
+        if n_todo:
+            workers, timeout = cores_per_task(spark), cfg.verify.math.timeout_s
+            with rec.step("audit.check"):
+                audited, path = stage(spark, cfg, audit_st.audit_queries(
+                    attempts.join(todo.select("query_id", "reference_answer"), "query_id"), a, workers, timeout),
+                    "audit-rows")
+                scratch.append(path)
+            audited = audited.join(todo, "query_id")
+            if judge is not None:
+                with rec.step("audit.judge"):
+                    opinions, path = stage(spark, cfg, audit_st.ask_judge(
+                        audited.where(F.col("status") == DISAGREES),
+                        json.dumps(dataclasses.asdict(for_tasks(judge))), workers, timeout), "audit-judge")
+                    scratch.append(path)
+                audited = audited.join(
+                    opinions.withColumnRenamed("status", "judged"), "query_id", "left").withColumn(
+                    "status", F.coalesce("judged", "status")).drop("judged")
+            else:
+                audited = audited.withColumn("judge_answer", F.lit(None).cast("string")).withColumn(
+                    "status", F.when(F.col("status") == DISAGREES, PROPOSED).otherwise(F.col("status")))
+            rows = audited.select(
+                "query_id", "source", F.col("reference_answer").alias("reference"), "attempts", "answers",
+                "majority_answer", "votes", "share", "teachers", "judge_answer", "status",
+                F.lit(key).alias("audit_key"), F.lit(rec.run_id).alias("run_id"),
+                F.current_timestamp().alias("audited_at"))
+            with rec.step("audit.write"):
+                for row in rows.groupBy("status").count().collect():
+                    rec.count(f"audit.{row['status']}", row["count"])
+                rec.wrote("reference_audit", merge_upsert(spark, cfg, "reference_audit", rows)["version"])
+        if a.apply:
+            with rec.step("audit.apply"):
+                _apply_revisions(spark, cfg, rec)
+    finally:
+        for path in scratch:
+            remove_path(spark, path)
+    c = rec.counts
+    print(f"prepare: audited {c.get('audit.todo', 0)} math references: {c.get('audit.proposed', 0)} proposed, "
+          f"{c.get('audit.disputed', 0)} disputed; revised {c.get('audit.revised', 0)}")
+
+
+def _apply_revisions(spark, cfg, rec) -> None:
+    """Each proposed revision: the query's attempts lose their verdicts (generate verifies them again, against the
+    new reference, without generating), then the reference is replaced, then the audit row says `applied`. In that
+    order, so a crash in between re-applies on the next run and never leaves old verdicts on a new reference."""
+    from distill.stages.generate import VERIFY_COLUMNS
+
+    # a few rows (revisions are rare): collected, so no write below re-reads the table it changes
+    revisions = read_table(spark, cfg, "reference_audit").where(F.col("status") == PROPOSED).select(
+        "query_id", "majority_answer").collect()
+    rec.count("audit.revised", len(revisions))
+    if not revisions:
+        return
+    proposed = spark.createDataFrame(revisions, "query_id string, majority_answer string")
+    attempts = read_table(spark, cfg, "attempts")
+    cleared = [*VERIFY_COLUMNS, "verified_at", "accepted"]
+    unverified = attempts.join(proposed, "query_id", "left_semi").select(
+        *TABLES["attempts"].keys, *[F.lit(None).cast(attempts.schema[c].dataType).alias(c) for c in cleared])
+    rec.wrote("attempts", merge_update(spark, cfg, "attempts", unverified, cleared)["version"])
+    crash_point("prepare.unverified")  # the verdicts are gone, the references not replaced yet
+    rec.wrote("queries", merge_update(spark, cfg, "queries", proposed.withColumnRenamed(
+        "majority_answer", "reference_answer"), ["reference_answer"])["version"])
+    rec.wrote("reference_audit", merge_update(spark, cfg, "reference_audit", proposed.select(
+        "query_id", F.lit(APPLIED).alias("status"), F.current_timestamp().alias("applied_at")),
+        ["status", "applied_at"])["version"])
 
 
 def _check_embedder(e) -> None:

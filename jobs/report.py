@@ -3,7 +3,8 @@ paper's buckets, a histogram, diversity), perplexity, acceptance and attempts pe
 verify-score distribution, reject reasons, and the cost per accepted response in tokens and engine seconds.
 Once `evaluate` has run, also the students: pass@1 and mean tokens per benchmark with each student's lineage
 (`report_students`, the paper's Tables 1 and 2), and their lengths per difficulty (adaptive length, beside
-those of any configured report.outputs).
+those of any configured report.outputs). Once prepare has audited math references, their counts per source
+(`report_audit`).
 
 Writes the `report_*` tables (each replaced whole, so it is this run's snapshot) and
 <output_dir>/report/report.html with its PNG plots, and prints where the page is. A re-run whose inputs
@@ -62,6 +63,8 @@ def run(spark, cfg, args, rec) -> None:
         "verify": st.verify_histogram(attempts),
         "rejects": st.rejects(sft),
     }
+    if has("reference_audit"):
+        frames["audit"] = st.audit_counts(read("reference_audit"))
     results = read("eval_results") if has("eval_results") else None
     if results is not None:
         trained = read("students") if has("students") else spark.createDataFrame([], st.STUDENT_LINEAGE)
@@ -84,7 +87,7 @@ def run(spark, cfg, args, rec) -> None:
         experiments = in_config_order(experiments, cfg)
     tables = {"adaptive": "report_adaptive", "costs": "report_costs", "lengths": "report_lengths",
               "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects",
-              "students": "report_students"}
+              "students": "report_students", "audit": "report_audit"}
     local = {}
     with rec.step("tables"):
         for key, df in frames.items():
@@ -115,7 +118,7 @@ def run(spark, cfg, args, rec) -> None:
 
 
 # the tables the report reads
-INPUTS = ("attempts", "sft", "eval_results", "eval_samples", "students", "experiment_results")
+INPUTS = ("attempts", "sft", "eval_results", "eval_samples", "students", "experiment_results", "reference_audit")
 
 
 def _inputs_key(spark, cfg) -> str:

@@ -99,11 +99,35 @@ class DecontamConfig:
 
 
 @dataclass
+class ReferenceAuditConfig:
+    # Public math sets carry wrong reference answers. Once teachers have answered a math query, prepare groups
+    # their final answers by math-verify equivalence; a clear majority that disagrees with the reference sends
+    # the query to `reference_audit` (distill.reference_audit).
+    enabled: bool = True
+    min_votes: int = 3  # attempts in the majority group
+    min_share: float = 0.6  # the majority's share of the attempts that gave a final answer
+    min_teachers: int = 2  # distinct teachers in the majority: one teacher's repeated mistake is no majority
+    ask_judge: bool = True  # with verify.judge set, a revision is proposed only when its own answer agrees
+    # Replace the reference with the proposed one (the old one stays in `reference_audit`); the query's
+    # attempts are then verified again, not regenerated. Off: the audit only proposes.
+    apply: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_votes < 1:
+            raise ValueError("min_votes: must be >= 1")
+        if not 0.5 < self.min_share <= 1:
+            raise ValueError(f"min_share: {self.min_share:g} is not in (0.5, 1]: a majority is more than half")
+        if self.min_teachers < 1:
+            raise ValueError("min_teachers: must be >= 1")
+
+
+@dataclass
 class PrepareConfig:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     filters: QueryFilterConfig = field(default_factory=QueryFilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    reference_audit: ReferenceAuditConfig = field(default_factory=ReferenceAuditConfig)
 
 
 # Asks for the paper's response format. A query's own system message is kept after this one.

@@ -267,6 +267,7 @@ def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str
         *[f'<p class="note">{html.escape(n)}</p>' for n in notes],
         "<h2>Summary per teacher and category</h2>", _table(summary),
         *(students_section(students) if students is not None else []),
+        *(["<h2>Math reference audit</h2>", _table(frames["audit"])] if frames.get("audit") is not None else []),
         *experiments, *sections, "</body></html>",
     ])
     page_path = out / "report.html"

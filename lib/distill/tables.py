@@ -87,6 +87,23 @@ TABLES = {
             "Queries that match a benchmark item: method exact | ngram<N> | semantic, with the similarity.",
         ),
         Table(
+            "reference_audit",
+            ("query_id",),
+            "query_id string not null, source string not null, reference string not null, attempts int not null, "
+            "answers int not null, majority_answer string, votes int not null, share double, teachers int not null, "
+            "judge_answer string, status string not null, audit_key string not null, run_id string not null, "
+            "audited_at timestamp not null, applied_at timestamp",
+            "Math references checked against the teachers' answers (prepare, once a query has attempts): the "
+            "reference audited, the largest group of equivalent final answers (majority_answer, its votes in "
+            "attempts, its share of the attempts with an answer, its distinct teachers), the judge's own answer "
+            "when one was asked. status: agrees | no_majority | no_answers | proposed (a clear majority, and the "
+            "judge when asked, disagree with the reference) | disputed (the judge does not side with the "
+            "majority) | applied (prepare.reference_audit.apply replaced the reference with majority_answer; "
+            "`reference` keeps the old one).",
+            checks={"status_known": "status IN ('agrees', 'no_majority', 'no_answers', 'proposed', 'disputed', "
+                                    "'applied')", **_unit("share")},
+        ),
+        Table(
             "attempts",
             ("query_id", "teacher", "attempt"),
             "query_id string not null, teacher string not null, attempt int not null, category string not null, "
@@ -194,6 +211,11 @@ TABLES = {
               "teacher string not null, category string not null, score_bin double, status string, count long, "
               "run_id string not null",
               "Verify-score distribution of all attempts, by status."),
+        Table("report_audit", ("source",),
+              "source string not null, audited long, agrees long, no_majority long, no_answers long, proposed long, "
+              "disputed long, revised long, run_id string not null",
+              "Per query source: math references audited against the teachers' majority answer, and how many the "
+              "audit proposed to revise, found disputed by the judge, or revised (see `reference_audit`)."),
         Table("report_rejects", ("teacher", "category", "reason"),
               "teacher string not null, category string not null, reason string not null, count long, "
               "run_id string not null",

@@ -200,3 +200,13 @@ def student_results(results: DataFrame, trained: DataFrame, configured: DataFram
                           F.array().cast("array<string>"))
     return rows.select("student", "benchmark", "pass_at_1", "pass_at_1_stderr", "mean_tokens", "complete",
                        teachers.alias("teachers"), "sft_version", "train_key")
+
+
+AUDIT_STATUSES = ("agrees", "no_majority", "no_answers", "proposed", "disputed", "applied")
+
+
+def audit_counts(audit: DataFrame) -> DataFrame:
+    """reference_audit -> per source: audited, one count per status (`applied` as `revised`)."""
+    counts = [F.sum((F.col("status") == s).cast("long")).alias("revised" if s == "applied" else s)
+              for s in AUDIT_STATUSES]
+    return audit.groupBy("source").agg(F.count("*").alias("audited"), *counts)

@@ -67,6 +67,11 @@ Candidate answer: {answer}
 
 Is the candidate's final answer mathematically equivalent to the reference answer?"""
 
+SOLVE_PROMPT = """Solve the following problem. Think it through, then give only the final answer inside
+\\boxed{{}} on the last line.
+
+{question}"""
+
 INSTRUCTION_TASK = """Instruction given to a writer: {instruction} (parameters: {kwargs})
 
 Text the writer produced:
@@ -140,8 +145,9 @@ class Judge:
 
     def ask(self, prompts: Sequence[str], keys: Sequence[str]) -> list[tuple[str | None, str | None]]:
         """[(reply, error)] per prompt. Seeds come from the keys, so re-asking gives the same reply."""
+        # attempt 1: each prompt is asked once (a replayed judge's rows are numbered from 1)
         requests = [Request(key=k, messages=[{"role": "user", "content": p}], seed=int(stable_id(k)[:8], 16),
-                            sampling=self.sampling)
+                            sampling=self.sampling, attempt=1)
                     for p, k in zip(prompts, keys, strict=True)]
         return [(c.text, c.error) for c in self.engine.generate(requests)]
 
@@ -154,6 +160,15 @@ class Judge:
             verdict = parse_verdict(reply)
             out.append(((None if verdict is None else float(verdict)), {"judge_error": error} if error else {}))
         return out
+
+    def solve(self, questions: Sequence[str]) -> list[str | None]:
+        """Its own final answer to each math question (the last \\boxed{} of its reply; None when it gives
+        none or the engine failed), one batch: the reference audit's independent opinion."""
+        from distill.verifiers.math import last_boxed
+
+        prompts = [SOLVE_PROMPT.format(question=q) for q in questions]
+        replies = self.ask(prompts, [f"solve/{stable_id(p)}" for p in prompts])
+        return [last_boxed(_reply(reply)) for reply, _ in replies]
 
     def instruction_verdicts(self, items: Sequence[tuple[str, str, dict]]) -> list[bool | None]:
         """(IFEval instruction id, answer, kwargs) -> followed / not / None unreadable, one batch."""

@@ -108,6 +108,12 @@ def _boxed_contents(text: str) -> list[str]:
     return [text[start:end] for start, end in found]
 
 
+def last_boxed(text: str | None) -> str | None:
+    """The content of the last non-empty `\\boxed{...}` in `text`, or None."""
+    boxed = [b.strip() for b in _boxed_contents(text or "") if b.strip()]
+    return boxed[-1] if boxed else None
+
+
 def _unwrap(text: str) -> str:
     """`$x$`, `$$x$$`, `\\(x\\)`, `\\[x\\]` -> `x` when the delimiters wrap the whole text; markdown bold and a
     closing full stop are dropped first."""
@@ -128,9 +134,9 @@ def extract_final_answer(answer: str | None) -> str | None:
     """
     if not answer or not answer.strip():
         return None
-    boxed = [b.strip() for b in _boxed_contents(answer) if b.strip()]
+    boxed = last_boxed(answer)
     if boxed:
-        return boxed[-1]
+        return boxed
     phrases = list(_ANSWER_PHRASE.finditer(answer))
     if phrases:
         tail = _unwrap(answer[phrases[-1].end() :].split("\n", 1)[0])
@@ -497,6 +503,14 @@ def shutdown_pools() -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 # The verifier
+
+
+def equivalent(pairs: Sequence[tuple[str, str]], workers: int | None = None,
+               timeout_s: float = 5.0) -> list[bool | None]:
+    """For each (a, b): whether math-verify finds b equal to a (a read as the reference), checked in the same
+    killable worker pool as verification. None: it could not tell (a timeout, a side that does not parse)."""
+    outcomes = MathVerifier(workers, timeout_s)._run_pool([(a, b, b) for a, b in pairs]) if pairs else []
+    return [{MATCH: True, NO_MATCH: False}.get(_plain(o)[1]) if o[0] == "done" else None for o in outcomes]
 
 
 def _question(row: dict) -> str:
