@@ -6,6 +6,10 @@ Once `evaluate` has run, also the students: pass@1 and mean tokens per benchmark
 those of any configured report.outputs). Once prepare has audited math references, their counts per source
 (`report_audit`).
 
+A teacher that replays an a-m-team release (replay shape am-release) carries the release's own verify scores:
+they are set beside ours per teacher and category (`report_release`: the agreement of the two verdicts), with
+the responses where the verdicts differ (`report_release_disagreements`).
+
 Writes the `report_*` tables (each replaced whole, so it is this run's snapshot) and
 <output_dir>/report/report.html with its PNG plots, and prints where the page is. A re-run whose inputs
 did not change (the tables it reads, at the same Delta versions; the config; the code; report.outputs'
@@ -63,6 +67,9 @@ def run(spark, cfg, args, rec) -> None:
         "verify": st.verify_histogram(attempts),
         "rejects": st.rejects(sft),
     }
+    if st.RELEASE_SCORE in attempts.columns and not attempts.where(F.col(st.RELEASE_SCORE).isNotNull()).isEmpty():
+        frames["release"] = st.release_agreement(attempts, cfg.generate.threshold)
+        frames["release_disagreements"] = st.release_disagreements(attempts, cfg.generate.threshold)
     if has("reference_audit"):
         frames["audit"] = st.audit_counts(read("reference_audit"))
     results = read("eval_results") if has("eval_results") else None
@@ -87,6 +94,7 @@ def run(spark, cfg, args, rec) -> None:
         experiments = in_config_order(experiments, cfg)
     tables = {"adaptive": "report_adaptive", "costs": "report_costs", "lengths": "report_lengths",
               "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects",
+              "release": "report_release", "release_disagreements": "report_release_disagreements",
               "students": "report_students", "audit": "report_audit"}
     local = {}
     with rec.step("tables"):

@@ -48,6 +48,19 @@ class SourceConfig:
     # Source mapping for public datasets: normalized field -> field name in the source row,
     # e.g. {query: problem, reference_answer: solution}.
     fields: dict[str, str] = field(default_factory=dict)
+    # The rows' shape (ingest sources): the normalized query schema, or am-release, the a-m-team releases'
+    # conversations with per-turn info (distill.release_shape; `category` is then required, `fields` renames the
+    # release's fields).
+    shape: Literal["default", "am-release"] = "default"
+
+    def __post_init__(self) -> None:
+        if self.shape == "am-release":
+            from distill.release_shape import check_fields
+
+            if self.category not in CATEGORIES:
+                raise ValueError(f"category: shape am-release needs one of {', '.join(CATEGORIES)} (a release file "
+                                 f"is one category), got {self.category!r}")
+            check_fields(self.fields)
 
 
 @dataclass

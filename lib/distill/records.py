@@ -180,7 +180,7 @@ def normalize(record: Any, source: str) -> dict:
 
 
 def parse_line(raw: bytes, source: str, max_line_bytes: int, mapping: dict[str, str] | None = None,
-               category: str | None = None) -> Parsed:
+               category: str | None = None, shape: str = "default") -> Parsed:
     """One JSONL line -> Parsed. Never raises for bad input."""
     if len(raw) > max_line_bytes:
         return Parsed(None, "line_too_long", f"{len(raw)} bytes > ingest.max_line_bytes={max_line_bytes}")
@@ -196,14 +196,20 @@ def parse_line(raw: bytes, source: str, max_line_bytes: int, mapping: dict[str, 
         return Parsed(None, "invalid_json", f"{err.msg} (column {err.colno})")
     except RecursionError:
         return Parsed(None, "invalid_json", "nested too deeply")
-    return parse_record(record, source, mapping, category)
+    return parse_record(record, source, mapping, category, shape)
 
 
 def parse_record(record: Any, source: str, mapping: dict[str, str] | None = None,
-                 category: str | None = None) -> Parsed:
-    """One decoded record (a JSON object or a Parquet row) -> Parsed."""
+                 category: str | None = None, shape: str = "default") -> Parsed:
+    """One decoded record (a JSON object or a Parquet row) -> Parsed. shape `am-release`: a row of the a-m-team
+    releases (distill.release_shape; `mapping` renames its fields), else the normalized schema (`mapping`:
+    apply_mapping's)."""
     try:
-        if isinstance(record, dict):
+        if shape == "am-release":
+            from distill.release_shape import release_query
+
+            record = release_query(record, mapping, category)
+        elif isinstance(record, dict):
             record = apply_mapping(record, mapping or {}, category)
         return Parsed(normalize(record, source))
     except Rejected as rej:

@@ -37,7 +37,8 @@ def plot_lengths(hist: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("response tokens (student tokenizer)")
     ax.set_ylabel("share of responses")
     ax.set_title("Token-length distribution")
-    ax.legend()
+    if not h.empty:  # no responses scored yet: an empty plot, without a legend of nothing
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -191,6 +192,25 @@ def students_section(students: pd.DataFrame) -> list[str]:
     ]
 
 
+def release_section(release: pd.DataFrame, disagreements: pd.DataFrame | None) -> list[str]:
+    """A replayed release's own verification beside ours: the agreement table (report_release) and the
+    responses where the verdicts differ (report_release_disagreements)."""
+    from distill.stages.report import RELEASE_DISAGREEMENTS_MAX
+
+    parts = ["<h2>Releases' own verification beside ours</h2>",
+             "<p>Per teacher that replays a release, and category (<code>report_release</code>): responses with the "
+             "release's own verify score, those we have a verdict for (compared), how many each side passes at "
+             "<code>generate.threshold</code>, how many verdicts agree, and the mean scores over the compared "
+             "ones.</p>", _table(release.sort_values(["teacher", "category"]))]
+    if disagreements is not None and not disagreements.empty:
+        parts += ["<h3>Where the verdicts differ</h3>",
+                  f"<p>The widest score gaps first, at most {RELEASE_DISAGREEMENTS_MAX} per teacher and category "
+                  "(<code>report_release_disagreements</code>; join <code>attempts</code> for the response and "
+                  "<code>queries</code> for the question and its reference).</p>",
+                  _table(disagreements.sort_values(["teacher", "category", "query_id", "attempt"]))]
+    return parts
+
+
 def plot_experiment(results: pd.DataFrame, title: str, path: Path) -> None:
     """pass@1 (%) of each benchmark per variant, in the config's order, each variant labelled with its
     dataset size."""
@@ -267,6 +287,8 @@ def render(frames: dict[str, pd.DataFrame], out_dir: str | Path, notes: list[str
         *[f'<p class="note">{html.escape(n)}</p>' for n in notes],
         "<h2>Summary per teacher and category</h2>", _table(summary),
         *(students_section(students) if students is not None else []),
+        *(release_section(frames["release"], frames.get("release_disagreements"))
+          if frames.get("release") is not None and not frames["release"].empty else []),
         *(["<h2>Math reference audit</h2>", _table(frames["audit"])] if frames.get("audit") is not None else []),
         *experiments, *sections, "</body></html>",
     ])

@@ -111,11 +111,14 @@ TABLES = {
             "response string not null, finish_reason string, tokens_in int, tokens_out int, gen_seconds double, "
             "run_id string not null, generated_at timestamp not null, "
             "verify_score double, verify_status string, verifier string, verifier_version string, "
-            "verify_detail string, verify_seconds double, verified_at timestamp, accepted boolean",
+            "verify_detail string, verify_seconds double, verified_at timestamp, accepted boolean, "
+            "release_verify_score double",
             "The attempts ledger: every teacher response (attempt 1, 2, ... per query and teacher) and its "
             "verification. accepted = verify_status ok and verify_score >= 0.9 (or no_verifier when the config "
             "accepts that). Generation is never repeated for a stored attempt; verification is redone when the "
-            "verifier's version changes or it failed for infrastructure reasons.",
+            "verifier's version changes or it failed for infrastructure reasons. release_verify_score: a replayed "
+            "release's own verify score for the response, as the release gives it (replay shape am-release; "
+            "null for other teachers), beside ours in report_release.",
             checks={"attempt_positive": "attempt >= 1",
                     "verify_status_known": "verify_status IS NULL OR verify_status IN "
                                            "('ok', 'parse_error', 'timeout', 'infra_error', 'no_verifier')",
@@ -220,6 +223,23 @@ TABLES = {
               "teacher string not null, category string not null, reason string not null, count long, "
               "run_id string not null",
               "Curate's reject reasons (pending: not decided yet)."),
+        Table("report_release", ("teacher", "category"),
+              "teacher string not null, category string not null, responses long, compared long, "
+              "release_passed long, passed long, agreed long, agreement_rate double, release_only long, "
+              "ours_only long, mean_release_score double, mean_verify_score double, run_id string not null",
+              "Per replayed release (teacher) and category: the responses with the release's own verify score "
+              "(attempts.release_verify_score), those we have a verdict for (compared: status ok, or parse_error "
+              "as a fail), how many each side passes at generate.threshold, how many verdicts agree and the "
+              "agreement rate, the two kinds of disagreement, and both mean scores over the compared ones.",
+              checks=_unit("agreement_rate")),
+        Table("report_release_disagreements", ("query_id", "teacher", "attempt"),
+              "query_id string not null, teacher string not null, attempt int not null, category string not null, "
+              "release_verify_score double, verify_score double, verify_status string, verifier string, "
+              "release_passed boolean, passed boolean, run_id string not null",
+              "The replayed responses whose release verdict differs from ours (release_passed vs passed, at "
+              "generate.threshold), at most 100 per teacher and category, the widest score gap first: JOIN "
+              "attempts USING (query_id, teacher, attempt) for the response, queries USING (query_id) for the "
+              "question and reference."),
         Table("report_adaptive", ("model", "task"),
               "model string not null, task string not null, task_order int, responses long, mean_tokens double, "
               "median_tokens double, run_id string not null",
@@ -371,8 +391,8 @@ def ensure_table(spark, cfg: Config, name: str):
         _retry_on_conflict(name, builder.comment(table.comment).execute)
     _register(spark, name, path)
     target = DeltaTable.forPath(spark, path)
-    if existed:  # one made just now, above, already has what _upgrade adds
-        _upgrade(spark, table, path)
+    if existed and _upgrade(spark, table, path):  # one made just now, above, already has what _upgrade adds
+        target = DeltaTable.forPath(spark, path)  # columns were added: a DeltaTable opened before is stale
     _ensured.add((id(spark), path))
     return target
 
@@ -388,10 +408,17 @@ def _properties(table: Table) -> dict[str, str]:
     return props
 
 
-def _upgrade(spark, table: Table, path: str) -> None:
-    """Give a table made by an older version of this code the constraints and properties it lacks (once per
-    process: ensure_table's). ADD CONSTRAINT checks the rows already there: a violating row stops the job with
-    Delta's error."""
+def _upgrade(spark, table: Table, path: str) -> bool:
+    """Give a table made by an older version of this code the columns, constraints and properties it lacks (once
+    per process: ensure_table's). ADD CONSTRAINT checks the rows already there: a violating row stops the job with
+    Delta's error. Returns whether columns were added."""
+    # a nullable column the code declares since (attempts.release_verify_score): added, null in the old rows, so
+    # writers, which give every declared column (_align), keep working on an old warehouse
+    declared, current = _schema(spark, table.ddl), read_path(spark, path).schema
+    missing = [f for f in declared.fields if f.nullable and f.name not in current.fieldNames()]
+    if missing:
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ("
+                  + ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in missing) + ")")
     # SHOW TBLPROPERTIES reads the snapshot forPath just loaded; DESCRIBE DETAIL (target.detail()) would also
     # size the table's files, seconds per table on a cold session
     have = dict(spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect())
@@ -401,10 +428,10 @@ def _upgrade(spark, table: Table, path: str) -> None:
     if table.change_feed and have.get("delta.enableChangeDataFeed") != "true":
         spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
     # a column that may be null now (students.sft_version: a student of an experiment has none)
-    current = read_path(spark, path).schema
-    for f in _schema(spark, table.ddl).fields:
+    for f in declared.fields:
         if f.nullable and f.name in current.fieldNames() and not current[f.name].nullable:
             spark.sql(f"ALTER TABLE delta.`{path}` ALTER COLUMN {f.name} DROP NOT NULL")
+    return bool(missing)
 
 
 # name -> location registered in this process's session catalog (in-memory: it lives as long as the session)

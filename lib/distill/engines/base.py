@@ -36,6 +36,8 @@ class Completion:
     tokens_out: int | None = None
     seconds: float = 0.0  # engine wall time spent on this request (a batch's time is shared out)
     error: str | None = None  # set when the request could not be served; text is None then
+    # A replayed release's own verify score for this response (replay, shape am-release); None elsewhere.
+    release_score: float | None = None
 
 
 class Engine(Protocol):

@@ -24,7 +24,7 @@ GENERATED = (
     "query_id string, teacher string, attempt int, category string, engine string, model string, seed bigint, "
     "system_prompt string, response string, finish_reason string, tokens_in int, tokens_out int, "
     "gen_seconds double, error string, verify_score double, verify_status string, verifier string, "
-    "verifier_version string, verify_detail string, verify_seconds double"
+    "verifier_version string, verify_detail string, verify_seconds double, release_verify_score double"
 )
 VERIFIED = (
     "query_id string, teacher string, attempt int, verify_score double, verify_status string, verifier string, "
@@ -153,6 +153,7 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
              verify: VerifySpec, counter=None) -> DataFrame:
     """pairs: query_id, source_id, category, messages, reference_answer, test_cases, constraints, attempt ->
     GENERATED rows. Rows of `verify.inline` categories come back verified; the rest have null verify columns.
+    release_verify_score is a replayed release's own score (Completion.release_score), null for other engines.
     `error` is set when the engine could not answer: such rows are counted, not stored, and asked again.
     counter: an optional Spark accumulator that gets the number of requests answered (RunRecorder.watch)."""
     from distill.engines import for_tasks
@@ -192,7 +193,8 @@ def generate(pairs: DataFrame, teacher: TeacherConfig, batch_size: int, partitio
                     "tokens_in": pd.array([c.tokens_in for c in done], dtype="Int32"),
                     "tokens_out": pd.array([c.tokens_out for c in done], dtype="Int32"),
                     "gen_seconds": [float(c.seconds) for c in done], "error": [c.error for c in done],
-                    **verify_columns(verify, rows)})
+                    **verify_columns(verify, rows),
+                    "release_verify_score": pd.array([c.release_score for c in done], dtype="Float64")})
                 if counter is not None:
                     counter.add(len(chunk))
                 task_crash_point("generate.task")  # a worker killed after answering: Spark retries the task

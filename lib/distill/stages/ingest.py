@@ -34,6 +34,7 @@ class FileTask:
     format: str
     category: str | None = None
     fields: tuple[tuple[str, str], ...] = ()
+    shape: str = "default"  # "am-release": rows of the a-m-team releases (distill.release_shape)
 
 
 # Bump when a line parses into another row than before: every file is then read again.
@@ -42,8 +43,10 @@ PARSE_VERSION = 1
 
 def file_key(task: FileTask, max_line_bytes: int, raw_limit: int) -> tuple[str, str, str]:
     """(path, fingerprint, parse key): a file that `ingest_files` holds with this key gives nothing new."""
-    settings = canonical_json([PARSE_VERSION, task.source, task.format, task.category, task.fields,
-                               max_line_bytes, raw_limit])
+    settings = [PARSE_VERSION, task.source, task.format, task.category, task.fields, max_line_bytes, raw_limit]
+    if task.shape != "default":  # only then: files remembered before shapes existed keep their key
+        settings.append(task.shape)
+    settings = canonical_json(settings)
     try:
         fingerprint = file_fingerprint(task.path)
     except OSError:  # gone since it was listed: read (and quarantined as unreadable), never remembered
@@ -84,10 +87,11 @@ def parse_file(task: FileTask, max_line_bytes: int, raw_limit: int):
         if task.format == "parquet":
             for line, record in iter_parquet(task.path):
                 raw = json.dumps(record, default=str, ensure_ascii=False).encode()
-                yield _row(task, line, parse_record(record, task.source, mapping, task.category), raw, raw_limit)
+                parsed = parse_record(record, task.source, mapping, task.category, task.shape)
+                yield _row(task, line, parsed, raw, raw_limit)
         else:
             for line, raw in iter_jsonl(task.path):
-                parsed = parse_line(raw, task.source, max_line_bytes, mapping, task.category)
+                parsed = parse_line(raw, task.source, max_line_bytes, mapping, task.category, task.shape)
                 yield _row(task, line, parsed, raw, raw_limit)
     except Exception as err:  # an unreadable file is one quarantine row (line 0), not a failed job
         yield _row(task, 0, Parsed(None, "unreadable_file", f"{type(err).__name__}: {err}"[:500]), None, raw_limit)
@@ -96,7 +100,8 @@ def parse_file(task: FileTask, max_line_bytes: int, raw_limit: int):
 def file_tasks(files_by_source: list[tuple[object, list[str]]]) -> list[FileTask]:
     """(SourceConfig-like, files) pairs -> one FileTask per file."""
     return [
-        FileTask(src.name, path, detect_format(path, src.format), src.category, tuple(sorted(src.fields.items())))
+        FileTask(src.name, path, detect_format(path, src.format), src.category, tuple(sorted(src.fields.items())),
+                 getattr(src, "shape", "default"))
         for src, files in files_by_source
         for path in files
     ]

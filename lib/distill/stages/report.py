@@ -102,6 +102,60 @@ def rejects(sft: DataFrame) -> DataFrame:
         "teacher", "category", reason.alias("reason")).count()
 
 
+# --- a replayed release's own verification beside ours --------------------------------------------------
+
+RELEASE_SCORE = "release_verify_score"  # attempts' column: the release's own score (replay shape am-release)
+RELEASE_DISAGREEMENTS_MAX = 100  # rows per teacher and category in report_release_disagreements
+
+
+def _release_verdicts(attempts: DataFrame, threshold: float) -> DataFrame:
+    """The attempts with a release score, with release_passed (release score >= threshold) and passed, our
+    verdict: status ok and score >= threshold; a parse_error (no answer found) is a fail; any other status
+    (no_verifier, timeout, infra_error, not verified yet) is no verdict (null)."""
+    ours = (F.when(F.col("verify_status") == "ok", F.col("verify_score") >= F.lit(threshold))
+            .when(F.col("verify_status") == "parse_error", F.lit(False)))
+    return (attempts.where(F.col(RELEASE_SCORE).isNotNull())
+            .withColumn("release_passed", F.col(RELEASE_SCORE) >= F.lit(threshold)).withColumn("passed", ours))
+
+
+def release_agreement(attempts: DataFrame, threshold: float) -> DataFrame:
+    """attempts -> teacher, category, responses (with a release score), compared (those with a verdict of ours),
+    release_passed, passed, agreed, agreement_rate (agreed / compared), release_only (the release passes them, we
+    do not), ours_only, mean_release_score and mean_verify_score (over the compared ones)."""
+    compared = F.col("passed").isNotNull()
+
+    def n(cond: Column) -> Column:
+        return F.sum((compared & cond).cast("long"))
+
+    g = _with_all(_release_verdicts(attempts, threshold)).groupBy("teacher", "category").agg(
+        F.count("*").alias("responses"), n(F.lit(True)).alias("compared"),
+        n(F.col("release_passed")).alias("release_passed"), n(F.col("passed")).alias("passed"),
+        n(F.col("release_passed") == F.col("passed")).alias("agreed"),
+        n(F.col("release_passed") & ~F.col("passed")).alias("release_only"),
+        n(~F.col("release_passed") & F.col("passed")).alias("ours_only"),
+        F.avg(F.when(compared, F.col(RELEASE_SCORE))).alias("mean_release_score"),
+        F.avg(F.when(compared, F.col("verify_score"))).alias("mean_verify_score"))
+    return g.select("teacher", "category", "responses", "compared", "release_passed", "passed", "agreed",
+                    F.when(F.col("compared") > 0, F.col("agreed") / F.col("compared")).alias("agreement_rate"),
+                    "release_only", "ours_only", "mean_release_score", "mean_verify_score")
+
+
+def release_disagreements(attempts: DataFrame, threshold: float,
+                          limit: int = RELEASE_DISAGREEMENTS_MAX) -> DataFrame:
+    """attempts -> query_id, teacher, attempt, category, release_verify_score, verify_score, verify_status,
+    verifier, release_passed, passed: the attempts whose release verdict differs from ours, at most `limit` per
+    teacher and category, the widest gap between the two scores first."""
+    from pyspark.sql import Window
+
+    rows = _release_verdicts(attempts, threshold).where(
+        F.col("passed").isNotNull() & (F.col("release_passed") != F.col("passed")))
+    gap = F.abs(F.col(RELEASE_SCORE) - F.coalesce(F.col("verify_score"), F.lit(0.0)))
+    rank = F.row_number().over(Window.partitionBy("teacher", "category").orderBy(gap.desc(), "query_id", "attempt"))
+    return rows.withColumn("rank", rank).where(F.col("rank") <= limit).select(
+        "query_id", "teacher", "attempt", "category", RELEASE_SCORE, "verify_score", "verify_status", "verifier",
+        "release_passed", "passed")
+
+
 def count_tokens(rows: DataFrame, tokenizer: str | None) -> DataFrame:
     """rows with `response` -> the same with `n_tokens` (the student's tokenizer, loaded once per worker; None:
     whitespace words, said so in the report)."""
