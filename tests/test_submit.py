@@ -85,6 +85,13 @@ def test_sample_pipeline_fills_every_table(sample_run, spark, capsys):
     assert sql_csv(capsys, wh, "SELECT DISTINCT category, verify_status FROM attempts WHERE verify_status = 'ok' "
                    "ORDER BY 1")[-3:] == ["code,ok", "instruction_following,ok", "math,ok"]
     assert sql_csv(capsys, wh, "SELECT counts['teacher-a.generated'] FROM runs WHERE job = 'generate'")[-1] == "58"
+    # IFEval: every verdict's detail holds the strict and the loose score, and loose >= strict on every row
+    detail = "CAST(get_json_object(verify_detail, '$.{}') AS DOUBLE)".format
+    ifeval = sql_csv(capsys, wh, f"SELECT count(*), count({detail('strict_score')}), count({detail('loose_score')}), "
+                     f"sum(CAST({detail('loose_score')} >= {detail('strict_score')} AS INT)), "
+                     f"sum(CAST({detail('loose_score')} > {detail('strict_score')} AS INT)) FROM attempts "
+                     "WHERE category = 'instruction_following' AND verify_status = 'ok'")[-1].split(",")
+    assert len(set(ifeval[:4])) == 1 and int(ifeval[0]) > 0, ifeval
 
     # score put each pair's accepted response into `sft` once; curate kept what passes the rules; export wrote
     # the kept rows per teacher
