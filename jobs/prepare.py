@@ -93,13 +93,14 @@ def judge_queries(spark, cfg, rec, bench_rows) -> None:
     todo = queries.filter(~F.coalesce(judged_now, F.lit(False)) | (F.col("status") == "new"))
     settled = queries.filter(judged_now & (F.col("status") == "kept"))
 
+    if todo.isEmpty():  # a re-run: no Python worker is started to score nothing
+        rec.count("todo", 0)
+        print("prepare: nothing to judge (every query was judged under this config)")
+        return
     with rec.step("signals"):
         todo = st.filter_reasons(st.with_signals(todo), p.filters).persist()
         n_todo = todo.count()
     rec.count("todo", n_todo)
-    if n_todo == 0:
-        print("prepare: nothing to judge (every query was judged under this config)")
-        return
     passing = todo.filter(F.col("filter_reason").isNull())
 
     # --- decontamination -------------------------------------------------------------------------
