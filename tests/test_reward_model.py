@@ -168,3 +168,22 @@ def test_registry_names_agree_with_the_verdicts(tiny_reward_model, tmp_path):
     assert name == "judge-quality+reward-model" and v.loads_model("general")
     built = v.get("general")
     assert (built.name, built.version) == (name, version)
+
+
+def test_distill_verify_scores_chat_rows_with_the_reward_model(tiny_reward_model, tmp_path):
+    """The offline `distill verify` command, configured with the reward model for general chat: each row's result
+    is the verifier's own verdict on it (the same score as calling it directly), in input order."""
+    import json
+
+    from tests.conftest import run_cli
+
+    src, dst = tmp_path / "rows.jsonl", tmp_path / "results.jsonl"
+    src.write_text("".join(json.dumps({"id": f"g{i}", **row}) + "\n" for i, row in enumerate(ROWS)))
+    reward = f"verify.reward_model={{model: {tiny_reward_model}, scale: 2.0}}"
+    assert run_cli("verify", "--input", str(src), "--output", str(dst), "--set", "verify.verifiers={general: "
+                   "reward-model}", "--set", reward, "--workers", "1") == 0
+    got = [json.loads(line) for line in dst.read_text().splitlines()]
+    want = rm(tiny_reward_model, scale=2.0).verify_many(ROWS)
+    assert [(r["id"], r["status"], r["verifier"]) for r in got] == [(f"g{i}", OK, "reward-model")
+                                                                      for i in range(len(ROWS))]
+    assert [r["score"] for r in got] == pytest.approx([w.score for w in want], abs=1e-5)
