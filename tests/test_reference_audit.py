@@ -170,6 +170,25 @@ def test_the_audit_finds_planted_wrong_references_and_applying_reverifies_only_t
     assert run_cli("prepare", *args) == 0  # nothing changed: nothing is audited again
     assert last_counts(spark, "prepare").get("audit.todo", 0) == 0
 
+    # With a judge (a replayed one) every query is audited again (the judge is part of the audit's key), and the
+    # judge is asked to solve only the two the majority disputes: it agrees with the majority on math-001 and
+    # answers math-003 otherwise, which is then disputed, not proposed.
+    from distill.verifiers.judge import SOLVE_PROMPT
+
+    asked = {r.source_id: r.messages[-1].content for r in queries.toDF().where(
+        F.col("source_id").isin(*PLANTED)).collect()}
+    judge_says = {"math-001": "5", "math-003": "3"}
+    replies = tmp_path / "judge.jsonl"
+    replies.write_text("".join(json.dumps({"query": SOLVE_PROMPT.format(question=asked[s]),
+                                           "response": f"Let me solve it. \\boxed{{{judge_says[s]}}}"}) + "\n"
+                               for s in PLANTED))
+    judge = f"verify.judge={{name: judge, engine: replay, model: {replies}, engine_args: {{match: text}}}}"
+    assert run_cli("prepare", *args, "--set", judge) == 0
+    assert last_counts(spark, "prepare")["audit.todo"] == math
+    judged = {r.query_id: (r.status, r.judge_answer) for r in spark.read.format("delta").load(
+        str(home / "warehouse" / "reference_audit")).where(F.col("judge_answer").isNotNull()).collect()}
+    assert judged == {ids["math-001"]: (PROPOSED, "5"), ids["math-003"]: (DISPUTED, "3")}
+
     def references():
         return {r.source_id: r.reference_answer for r in spark.read.format("delta").load(
             str(home / "warehouse" / "queries")).where(F.col("source_id").isin(*PLANTED)).collect()}
