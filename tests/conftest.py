@@ -1,6 +1,5 @@
 """Shared fixtures: one small Spark + Delta session for the whole test run, a warehouse per test, and one
-run of the whole sample pipeline that every test needing its tables shares. That run starts in the background
-with the session, and the test modules that read it run last, so it costs the suite little of its wall time.
+run of the whole sample pipeline that every test needing its tables shares.
 
 The session comes from the project's own factory (distill.spark.get_spark), so the tests exercise
 the settings users get, scaled down: local[2], no UI, few partitions.
@@ -11,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -236,71 +234,23 @@ class SampleRun:
         return home
 
 
-def pytest_collection_modifyitems(config, items):
-    """The modules that read the shared sample run go last (each whole, so its module fixtures are made once):
-    the run starts in the background with the session (`_sample_run_started`) and is ready by the time they
-    come, while the tests before them use the machine's idle share."""
-    late = {item.path for item in items if "sample_run" in getattr(item, "fixturenames", ())}
-    items[:] = [i for i in items if i.path not in late] + [i for i in items if i.path in late]
-
-
-class _BackgroundRun:
-    """The README's run command (`./submit.sh` with the embedded default) in a process group of its own, its
-    output going to files in `home`; `result()` waits for it."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        home.mkdir(parents=True, exist_ok=True)
-        self.out, self.err = (home / "stdout.txt.part").open("w+"), (home / "stderr.txt.part").open("w+")
-        self.proc = subprocess.Popen([str(ROOT / "submit.sh"), *SampleRun(home, "", "").sets()], cwd=ROOT,
-                                     stdout=self.out, stderr=self.err, text=True, start_new_session=True)
-
-    def result(self, timeout: float = 1800) -> SampleRun:  # a busy machine is slow
-        try:
-            rc = self.proc.wait(timeout)
-        finally:
-            self.stop()
-        self.out.seek(0), self.err.seek(0)
-        run = SampleRun(self.home, self.out.read(), self.err.read())
-        assert rc == 0, f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
-        return run
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:  # the session ended first (-x, ^C): the pipeline goes with it
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _sample_run_started(request, tmp_path_factory):
-    """Start the shared sample run with the session when a selected test reads it, so that it runs beside the
-    tests that do not (they come first: pytest_collection_modifyitems). None when no test reads it, or when
-    DISTILL_TEST_SAMPLE_RUN names a run made before."""
-    kept = os.environ.get("DISTILL_TEST_SAMPLE_RUN")
-    if not any("sample_run" in getattr(item, "fixturenames", ()) for item in request.session.items) or (
-            kept and (Path(kept) / "stdout.txt").is_file()):
-        yield None
-        return
-    run = _BackgroundRun(Path(kept) if kept else tmp_path_factory.mktemp("sample-run"))
-    try:
-        yield run
-    finally:
-        run.stop()
-
-
 @pytest.fixture(scope="session")
-def sample_run(_sample_run_started) -> SampleRun:
+def sample_run(tmp_path_factory) -> SampleRun:
     """The README's run command, once per test session: `./submit.sh` with the embedded default (the whole
-    pipeline on the bundled sample), into a warehouse of its own, started with the session. Tests only read
-    it; a test that writes (a re-run, a killed job) works on `sample_run.copy(...)`. Its `score` trains the tiny
-    reference model, which its `train` fine-tunes, as on a fresh clone."""
+    pipeline on the bundled sample), into a warehouse of its own. Tests only read it; a test that writes
+    (a re-run, a killed job) works on `sample_run.copy(...)`. Its `score` trains the tiny reference model, which
+    its `train` fine-tunes, as on a fresh clone."""
     # A developer's quick loop: DISTILL_TEST_SAMPLE_RUN=DIR keeps the run in DIR between sessions (made once;
     # tests must not write to it, as always). Its paths are in its tables, so it stays where it was made.
     kept = os.environ.get("DISTILL_TEST_SAMPLE_RUN")
-    if _sample_run_started is None:
-        home = Path(kept)
+    home = Path(kept) if kept else tmp_path_factory.mktemp("sample-run")
+    if kept and (home / "stdout.txt").is_file():
         return SampleRun(home, (home / "stdout.txt").read_text(), (home / "stderr.txt").read_text())
-    run = _sample_run_started.result()
-    for name in ("stdout", "stderr"):  # complete: a kept run is reused only once it succeeded
-        (run.home / f"{name}.txt.part").replace(run.home / f"{name}.txt")
-    return run
+    home.mkdir(parents=True, exist_ok=True)
+    run = SampleRun(home, "", "")
+    done = run_subprocess([str(ROOT / "submit.sh"), *run.sets()], timeout=1800)  # a busy machine is slow
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    if kept:
+        (home / "stdout.txt").write_text(done.stdout)
+        (home / "stderr.txt").write_text(done.stderr)
+    return SampleRun(home, done.stdout, done.stderr)
