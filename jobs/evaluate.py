@@ -5,7 +5,8 @@ the figures to `eval_results`. How: distill.evaluation.
 
 from __future__ import annotations
 
-from distill.evaluation import configured_students, evaluate
+from distill.evaluation import EVALUATION_TABLES, configured_students, evaluate
+from distill.settled import Settled
 
 HELP = "evaluate the students on benchmark sets: k samples per item, verified (`eval_samples`, `eval_results`)"
 
@@ -20,4 +21,5 @@ def run(spark, cfg, args, rec) -> None:
     if not e.benchmarks or not e.students:
         print("evaluate: nothing to evaluate (evaluate.benchmarks and evaluate.students are both needed)")
         return
-    evaluate(spark, cfg, rec, configured_students(spark, cfg, args.student))
+    state = Settled(spark, cfg, rec, EVALUATION_TABLES)  # before `students` is read
+    evaluate(spark, cfg, rec, configured_students(spark, cfg, args.student), state)

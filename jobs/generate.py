@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from distill.config import ConfigError
 from distill.engines import check_engine, check_local_path
-from distill.generation import generate_attempts
+from distill.generation import generate_attempts, verify_spec
+from distill.settled import Settled, path_fingerprint
 from distill.tables import read_table, table_path
 from pyspark.sql import functions as F
 
@@ -49,7 +50,13 @@ def run(spark, cfg, args, rec) -> None:
     teachers = _teachers(cfg, args.teacher)
     if not DeltaTable.isDeltaTable(spark, table_path(cfg, "queries")):
         raise SystemExit("generate: no `queries` table yet; run ingest and prepare first")
-    generate_attempts(spark, cfg, rec, teachers)
+    # what decides the work besides the tables: which teachers, their replay files, the verifiers' versions
+    engines = [(t.name, path_fingerprint(t.model) if t.engine == "replay" else "") for t in teachers]
+    state = Settled(spark, cfg, rec, ("queries", "attempts"))
+    if state.unchanged((engines, verify_spec(spark, cfg.verify).versions)):
+        return
+    if generate_attempts(spark, cfg, rec, teachers):
+        state.settle()
     _summarize(spark, cfg, rec, [t.name for t in teachers])
 
 

@@ -18,6 +18,7 @@ from distill.engines import for_tasks
 from distill.faults import crash_point
 from distill.ids import canonical_json, stable_id
 from distill.reference_audit import APPLIED, DISAGREES, PROPOSED, audit_key
+from distill.settled import Settled
 from distill.spark import cores_per_task, remove_path
 from distill.stages import audit as audit_st
 from distill.stages import prepare as st
@@ -77,9 +78,14 @@ def run(spark, cfg, args, rec) -> None:
     if bench_rows and p.decontam.semantic:
         _check_embedder(p.embedder)
     rec.count("benchmark_items", len(bench_rows))
+    state = Settled(spark, cfg, rec, ("queries", "attempts", "embeddings", "decontam_matches", "reference_audit"))
+    audit = _audit_key(cfg) if p.reference_audit.enabled else None
+    if state.unchanged((prepare_key(cfg, bench_rows), audit)):
+        return
     judge_queries(spark, cfg, rec, bench_rows)
     if p.reference_audit.enabled:
         audit_references(spark, cfg, rec)
+    state.settle()  # every query judged under this config, every math reference audited on its attempts
 
 
 def judge_queries(spark, cfg, rec, bench_rows) -> None:
@@ -174,7 +180,7 @@ def audit_references(spark, cfg, rec) -> None:
     if not DeltaTable.isDeltaTable(spark, table_path(cfg, "attempts")):
         return  # nothing generated yet: the first run of a new warehouse
     judge = cfg.verify.judge if a.ask_judge else None
-    key = audit_key(a, judge_version(judge_identity(judge)) if judge else None)
+    key = _audit_key(cfg)
     math = read_table(spark, cfg, "queries").where(
         (F.col("status") == "kept") & (F.col("category") == "math") & F.col("reference_answer").isNotNull())
     attempts = read_table(spark, cfg, "attempts").join(math.select("query_id"), "query_id", "left_semi")
@@ -235,6 +241,13 @@ def audit_references(spark, cfg, rec) -> None:
     c = rec.counts
     print(f"prepare: audited {c.get('audit.todo', 0)} math references: {c.get('audit.proposed', 0)} proposed, "
           f"{c.get('audit.disputed', 0)} disputed; revised {c.get('audit.revised', 0)}")
+
+
+def _audit_key(cfg) -> str:
+    """What decides an audit's verdicts: its rules and, when it asks one, the judge's version."""
+    a = cfg.prepare.reference_audit
+    judge = cfg.verify.judge if a.ask_judge else None
+    return audit_key(a, judge_version(judge_identity(judge)) if judge else None)
 
 
 def _apply_revisions(spark, cfg, rec) -> None:

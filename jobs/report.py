@@ -13,8 +13,8 @@ the responses where the verdicts differ (`report_release_disagreements`).
 Writes the `report_*` tables (each replaced whole, so it is this run's snapshot) and
 <output_dir>/report/report.html with its PNG plots, and prints where the page is. A re-run whose inputs
 did not change (the tables it reads, at the same Delta versions; the config; the code; report.outputs'
-files) and whose tables nobody wrote since does nothing: <output_dir>/report/inputs.json says what the
-page and tables were made from.
+files) and whose tables nobody wrote since does nothing (distill.settled): <output_dir>/report/inputs.json
+says what the page and tables were made from.
 """
 
 from __future__ import annotations
@@ -23,17 +23,22 @@ import json
 import sys
 from pathlib import Path
 
-import distill
-from distill.ids import canonical_json, stable_id
-from distill.readers import file_fingerprint
 from distill.report_html import in_config_order, render
-from distill.runs import git_sha
+from distill.settled import Settled, path_fingerprint
 from distill.spark import resolve_path
 from distill.stages import report as st
-from distill.tables import read_table, replace_all, table_path, versions
+from distill.tables import read_table, replace_all, table_path
 from pyspark.sql import functions as F
 
 HELP = "compare the teachers: report_* tables and an HTML report with plots"
+
+
+# the tables the report reads, and those it writes (by the key of its frames)
+INPUTS = ("attempts", "sft", "eval_results", "eval_samples", "students", "experiment_results", "reference_audit")
+TABLES = {"adaptive": "report_adaptive", "costs": "report_costs", "lengths": "report_lengths",
+          "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects",
+          "release": "report_release", "release_disagreements": "report_release_disagreements",
+          "students": "report_students", "audit": "report_audit"}
 
 
 def add_arguments(parser) -> None:
@@ -52,11 +57,11 @@ def run(spark, cfg, args, rec) -> None:
     for name in ("attempts", "sft"):
         if not DeltaTable.isDeltaTable(spark, table_path(cfg, name)):
             raise SystemExit(f"report: no `{name}` table yet; run generate and score first")
-    made_from = resolve_path(cfg.output_dir) + "/report/inputs.json"
-    inputs_key = _inputs_key(spark, cfg)
-    if _unchanged(spark, cfg, made_from, inputs_key):
-        print(f"report: nothing changed since the last report; {Path(made_from).parent / 'report.html'} is current")
-        rec.count("unchanged", 1)
+    made_from = Path(resolve_path(cfg.output_dir)) / "report" / "inputs.json"
+    state = Settled(spark, cfg, rec, (*INPUTS, *TABLES.values()))
+    files = [path_fingerprint(src.path) for src in cfg.report.outputs]
+    if made_from.with_name("report.html").is_file() and state.unchanged(files):
+        print(f"report: {made_from.with_name('report.html')} is current")
         return
     attempts, sft = read("attempts"), read("sft")
     hist = st.length_histogram(sft).cache()
@@ -92,18 +97,14 @@ def run(spark, cfg, args, rec) -> None:
     if has("experiment_results"):  # already a table: shown on the page, not copied into a report_* table
         experiments = read("experiment_results").drop("run_id").orderBy("experiment").toPandas()
         experiments = in_config_order(experiments, cfg)
-    tables = {"adaptive": "report_adaptive", "costs": "report_costs", "lengths": "report_lengths",
-              "length_hist": "report_length_hist", "verify": "report_verify", "rejects": "report_rejects",
-              "release": "report_release", "release_disagreements": "report_release_disagreements",
-              "students": "report_students", "audit": "report_audit"}
     local = {}
     with rec.step("tables"):
         for key, df in frames.items():
             df = df.withColumn("run_id", F.lit(rec.run_id)).cache()  # computed once, for the table and the page
-            rec.wrote(tables[key], replace_all(spark, cfg, tables[key], df)["version"])
+            rec.wrote(TABLES[key], replace_all(spark, cfg, TABLES[key], df)["version"])
             local[key] = df.drop("run_id").toPandas()
             df.unpersist()
-            rec.count(f"rows.{tables[key]}", len(local[key]))
+            rec.count(f"rows.{TABLES[key]}", len(local[key]))
     hist.unpersist()
     if experiments is not None:
         local["experiments"] = experiments
@@ -120,35 +121,13 @@ def run(spark, cfg, args, rec) -> None:
                          "student is a tiny model trained for seconds on a few dozen rows.")
     with rec.step("render"):
         paths = render(local, resolve_path(cfg.output_dir) + "/report", notes)
-    Path(made_from).write_text(json.dumps({"key": inputs_key, "tables": rec.table_versions}, indent=2) + "\n")
+    state.settle()
+    made_from.write_text(json.dumps({"run_id": rec.run_id, "inputs": state.start, "tables": rec.table_versions},
+                                    indent=2) + "\n")
     print(f"report: {paths['html']} ({len(paths['png'])} plots); tables: "
-          f"{', '.join(tables[k] for k in frames)}")
+          f"{', '.join(TABLES[k] for k in frames)}")
 
 
-# the tables the report reads
-INPUTS = ("attempts", "sft", "eval_results", "eval_samples", "students", "experiment_results", "reference_audit")
-
-
-def _inputs_key(spark, cfg) -> str:
-    """What a report is made from: its input tables' versions, the config, the code, report.outputs' files."""
-    code = git_sha() or ""
-    outputs = [file_fingerprint(src.path) if Path(src.path).exists() else "" for src in cfg.report.outputs]
-    return stable_id(canonical_json(versions(spark, cfg, INPUTS)), cfg.to_json(), code,
-                     distill.__version__, canonical_json(outputs))
-
-
-def _unchanged(spark, cfg, made_from: str, key: str) -> bool:
-    """True when the last report was made from `key` and its tables are as it left them. A checkout with
-    uncommitted changes (git sha '+dirty') always reports again: its code may differ from the last run's."""
-    try:
-        last = json.loads(Path(made_from).read_text())
-    except (OSError, ValueError):
-        return False
-    if not Path(made_from).with_name("report.html").is_file():
-        return False
-    if last.get("key") != key or (git_sha() or "").endswith("+dirty"):
-        return False
-    return versions(spark, cfg, list(last["tables"])) == last["tables"]
 
 
 def _outputs(spark, cfg):

@@ -16,6 +16,7 @@ import sys
 
 from distill.faults import crash_point
 from distill.scoring import score_spec, scores_of
+from distill.settled import Settled
 from distill.spark import remove_path
 from distill.stages import score as st
 from distill.tables import ensure_table, merge_mirror, merge_update, read_table, stage, table_path
@@ -36,6 +37,9 @@ def run(spark, cfg, args, rec) -> None:
             raise SystemExit(f"score: no `{name}` table yet; run generate first")
     with rec.step("reference_model"):
         spec = score_spec(spark, cfg)
+    state = Settled(spark, cfg, rec, ("queries", "attempts", "sft", "attempt_scores"))
+    if state.unchanged(spec.key()):
+        return
     ensure_table(spark, cfg, "sft")
     read = lambda name: read_table(spark, cfg, name)  # noqa: E731
 
@@ -67,6 +71,7 @@ def run(spark, cfg, args, rec) -> None:
 
     with rec.step("corpus_ngrams"):
         _corpus(spark, cfg, rec, read("sft"))
+    state.settle()  # every accepted response is in `sft` and scored (a perplexity error is kept, not retried)
     _summarize(read("sft"))
 
 

@@ -199,16 +199,16 @@ def test_report_with_eval_tables_shows_the_students(spark, cfg, evaluated):
 
 
 def test_a_report_of_unchanged_inputs_is_not_made_again(spark, cfg, warehouse, reported, monkeypatch):  # noqa: F811
-    import jobs.report
+    import distill.settled
 
-    monkeypatch.setattr(jobs.report, "git_sha", lambda: "0123abc")  # a clean checkout (this one may be dirty)
+    monkeypatch.setattr(distill.settled, "git_sha", lambda: "0123abc")  # a clean checkout (this one may be dirty)
     tables = [f"report_{k}" for k in ("costs", "lengths", "length_hist", "verify", "rejects")]
 
     def report() -> tuple:
         assert run_cli("report", *warehouse["args"]) == 0
         last = table(spark, cfg, "runs").where("job = 'report'").orderBy("started_at").collect()[-1]
         made = [spark.sql(f"DESCRIBE HISTORY delta.`{cfg.warehouse}/{t}` LIMIT 1").first().version for t in tables]
-        return last.counts.get("unchanged", 0), made, reported.stat().st_mtime_ns
+        return last.counts.get("settled_before", 0), made, reported.stat().st_mtime_ns
 
     first = report()  # another code version than the fixture's run: made again
     assert first[0] == 0

@@ -29,6 +29,7 @@ from distill.engines import check_engine
 from distill.eval_items import EvalItemsError, read_eval_items
 from distill.generation import FixedSamples, run_rounds, verify_spec
 from distill.ids import canonical_json, model_identity, stable_id
+from distill.settled import Settled
 from distill.stages import evaluate as st
 from distill.tables import (
     TABLES,
@@ -41,12 +42,21 @@ from distill.tables import (
     rows_by_key,
 )
 
+# the tables an evaluation reads and writes
+EVALUATION_TABLES = ("students", "eval_items", "eval_samples", "eval_results")
 
-def evaluate(spark, cfg, rec, students: list[dict]) -> None:
-    """Every student of `students` (from configured_students or trained_student) on evaluate.benchmarks."""
+
+def evaluate(spark, cfg, rec, students: list[dict], state: Settled | None = None) -> None:
+    """Every student of `students` (from configured_students or trained_student) on evaluate.benchmarks. With
+    `state` (over EVALUATION_TABLES), nothing is done when a run settled on the same items, students and
+    verifiers, and a run that leaves nothing to ask settles."""
     e = cfg.evaluate
     with rec.step("items"):
         items = _items(spark, cfg, rec)
+        decisive = (stable_id(canonical_json([{k: r[k] for k in st.ITEM_ROW_COLUMNS} for r in items])),
+                    [(s["student"], s["gen_key"]) for s in students], verify_spec(spark, _verify(cfg)).versions)
+        if state is not None and state.unchanged(decisive):
+            return
         item_df = spark.createDataFrame([{k: r[k] for k in st.ITEM_ROW_COLUMNS} for r in items], st.ITEM_ROW)
         _write_items(spark, cfg, rec, item_df)
     ledger = st.ledger(spark.createDataFrame(st.item_keys(items), st.KEYS),
@@ -56,12 +66,15 @@ def evaluate(spark, cfg, rec, students: list[dict]) -> None:
         _drop_stale(spark, cfg, rec, items, students)
     models = [s["teacher"] for s in students]
     work = spark.createDataFrame(st.work_rows(items), st.WORK)
-    run_rounds(spark, cfg, rec, ledger, models, work, FixedSamples(e.rounds), verify_spec(spark, _verify(cfg)),
-               e.partitions or spark.sparkContext.defaultParallelism, e.batch_size)
+    settled = run_rounds(spark, cfg, rec, ledger, models, work, FixedSamples(e.rounds),
+                         verify_spec(spark, _verify(cfg)), e.partitions or spark.sparkContext.defaultParallelism,
+                         e.batch_size)
     with rec.step("tokens"):
         _count_missing_tokens(spark, cfg, rec)
     with rec.step("results"):
         _results(spark, cfg, rec, item_df, students)
+    if state is not None and settled:
+        state.settle()
 
 
 # --- what is evaluated ------------------------------------------------------------------------------------

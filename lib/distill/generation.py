@@ -115,14 +115,14 @@ def pending_attempts(spark, cfg, teachers: list[str], threshold: float | None) -
     return {t: rule.pending(work, rows, t).count() for t in teachers}
 
 
-def generate_attempts(spark, cfg, rec, teachers: list[TeacherConfig], threshold: float | None = None) -> None:
+def generate_attempts(spark, cfg, rec, teachers: list[TeacherConfig], threshold: float | None = None) -> bool:
     """`generate`'s loop for `teachers`: until each pair has an accepted attempt (with `threshold`: one scoring
     at least that) or is out of attempts. Stored `accepted` flags made at another generate.threshold are
-    decided again first (no verification, no generation)."""
+    decided again first (no verification, no generation). Returns whether the run settled (run_rounds)."""
     g = cfg.generate
     ensure_table(spark, cfg, "attempts")
     _redecide(spark, cfg, rec)
-    run_rounds(spark, cfg, rec, attempts_ledger(cfg), teachers, kept_queries(spark, cfg),
+    return run_rounds(spark, cfg, rec, attempts_ledger(cfg), teachers, kept_queries(spark, cfg),
                UntilAccepted(g.max_attempts, threshold), verify_spec(spark, cfg.verify),
                g.partitions or spark.sparkContext.defaultParallelism, g.batch_size)
 
@@ -164,10 +164,7 @@ def _with_acceptance(df: DataFrame, ledger: Ledger) -> DataFrame:
 
 def verify_pending(spark, cfg, rec, ledger: Ledger, work: DataFrame, spec: st.VerifySpec) -> int:
     """Verify stored rows that need it (see stages.generate.stale); returns how many."""
-    current = spark.createDataFrame([(c, v, ver) for c, (v, ver) in spec.versions.items()],
-                                    "category string, verifier string, verifier_version string")
-    todo = st.stale(ledger.read(spark, cfg), current, ledger.accept_no_verifier).join(
-        work.select("query_id", "messages", "reference_answer", "test_cases", "constraints"), "query_id")
+    todo = _stale(spark, cfg, ledger, work, spec)
     waiting, counts = todo.count(), {}
     if waiting:  # most runs: nothing, and then no staging write either
         with rec.step("verify"), rec.watch("attempts verified", waiting) as counter:
@@ -186,13 +183,24 @@ def verify_pending(spark, cfg, rec, ledger: Ledger, work: DataFrame, spec: st.Ve
     return sum(counts.values())
 
 
+def _stale(spark, cfg, ledger: Ledger, work: DataFrame, spec: st.VerifySpec) -> DataFrame:
+    """The stored rows of `work` that need verifying (see stages.generate.stale), with the work columns."""
+    current = spark.createDataFrame([(c, v, ver) for c, (v, ver) in spec.versions.items()],
+                                    "category string, verifier string, verifier_version string")
+    return st.stale(ledger.read(spark, cfg), current, ledger.accept_no_verifier).join(
+        work.select("query_id", "messages", "reference_answer", "test_cases", "constraints"), "query_id")
+
+
 # --- the loop --------------------------------------------------------------------------------------------
 
 def run_rounds(spark, cfg, rec, ledger: Ledger, models: list[TeacherConfig], work: DataFrame, rule,
-               spec: st.VerifySpec, partitions: int, batch_size: int) -> None:
+               spec: st.VerifySpec, partitions: int, batch_size: int) -> bool:
     """Rounds until `rule` leaves nothing open (or its `rounds` are used up). work: query_id, source_id,
-    category, messages, reference_answer, test_cases, constraints (and what `rule` reads, e.g. samples)."""
+    category, messages, reference_answer, test_cases, constraints (and what `rule` reads, e.g. samples).
+    Returns whether the run settled (distill.settled): nothing open but what a replay file has no answer for
+    (asking again gets none while the file is the same), no failed request, nothing waiting for verification."""
     finished: set[str] = set()
+    failed = False
     ensure_table(spark, cfg, ledger.table)
     verify_pending(spark, cfg, rec, ledger, work, spec)  # left over from a crash, a new verifier version, ...
     for round_no in range(1, rule.rounds + 1):
@@ -206,11 +214,15 @@ def run_rounds(spark, cfg, rec, ledger: Ledger, models: list[TeacherConfig], wor
         finally:
             for p in pairs.values():
                 p.unpersist()
-        _account(rec, ledger, models, stats, finished, round_no)
+        failed |= _account(rec, ledger, models, stats, finished, round_no)
         print(f"{rec.job}: round {round_no}: " + ", ".join(
             f"{name} {s['ok']} new" for name, s in sorted(stats.items())))
         if any(s["unverified"] for s in stats.values()):
             verify_pending(spark, cfg, rec, ledger, work, spec)  # the judged categories
+    else:
+        return False  # the rounds ran out: a re-run may still find pairs open
+    # an infra_error verdict (a sandbox that could not start, a judge that did not answer) is verified again
+    return not failed and _stale(spark, cfg, ledger, work, spec).isEmpty()
 
 
 def _round(spark, cfg, rec, ledger: Ledger, models, pairs: dict, total: int, spec, partitions: int,
@@ -245,9 +257,11 @@ def _round(spark, cfg, rec, ledger: Ledger, models, pairs: dict, total: int, spe
     return stats
 
 
-def _account(rec, ledger: Ledger, models, stats, finished: set, round_no: int) -> None:
+def _account(rec, ledger: Ledger, models, stats, finished: set, round_no: int) -> bool:
     """Per-model costs into `runs`; a model with nothing new is finished; one whose every request failed
-    in the first round stops the job (an unreachable endpoint, a broken model) with the engine's own error."""
+    in the first round stops the job (an unreachable endpoint, a broken model) with the engine's own error.
+    Returns whether any request failed (not counting a replay file's missing answers): asked again next run."""
+    any_failed = False
     for m in models:
         s = stats.get(m.name)
         if s is None or s["ok"] == 0:
@@ -261,9 +275,11 @@ def _account(rec, ledger: Ledger, models, stats, finished: set, round_no: int) -
         rec.timings[key] = round(rec.timings.get(key, 0.0) + (s["seconds"] or 0.0), 3)
         failed = s["errors"] - s["missing"]
         if failed:
+            any_failed = True
             rec.count(f"{m.name}.errors", failed)
             print(f"{rec.job}: {m.name}: {failed} requests failed (asked again next run); first: "
                   f"{s['first_error']}", file=sys.stderr)
             if s["ok"] == 0 and round_no == 1:
                 raise RuntimeError(f"{ledger.role} {m.name!r}: all {failed} requests failed; first error: "
                                    f"{s['first_error']}")
+    return any_failed

@@ -47,6 +47,7 @@ class RunRecorder:
         self.counts: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self.table_versions: dict[str, int] = {}
+        self.settled_key: str | None = None  # set by distill.settled when the run leaves nothing to do
 
     def count(self, name: str, value: int) -> None:
         self.counts[name] = self.counts.get(name, 0) + int(value)
@@ -152,6 +153,7 @@ class RunRecorder:
             "timings": self.timings,
             "table_versions": self.table_versions,
             "error": error,
+            "settled_key": self.settled_key if status == "succeeded" else None,
         }
         append_new(self.spark, self.cfg, "runs", self.spark.createDataFrame([row], TABLES["runs"].ddl))
 

@@ -322,8 +322,9 @@ TABLES = {
             "finished_at timestamp, duration_s double, config string not null, config_hash string not null, "
             "git_sha string, distill_version string not null, spark_master string, "
             "counts map<string,bigint>, timings map<string,double>, table_versions map<string,bigint>, "
-            "error string",
-            "One row per job run: the resolved config, code version, counts, timings, and Delta versions written.",
+            "error string, settled_key string",
+            "One row per job run: the resolved config, code version, counts, timings, and Delta versions written; "
+            "settled_key: the state a run left with nothing to do (distill.settled).",
             checks={"status_known": "status IN ('succeeded', 'failed')"},
         ),
     ]
@@ -713,6 +714,15 @@ def last_operation(target) -> dict:
         row = _tagged(target.history(100), tag) or newest
     metrics = {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if str(v).isdigit()}
     return {"version": int(row["version"]), **metrics}
+
+
+def commits_tagged(spark, cfg: Config, name: str, since: int | None, tag: str) -> bool:
+    """Whether every commit to table `name` after version `since` (None: all of them) carries `tag`."""
+    from delta.tables import DeltaTable
+
+    target = DeltaTable.forPath(spark, table_path(cfg, name))
+    n = current_version(target) - (-1 if since is None else since)
+    return n <= 0 or all(r["userMetadata"] == tag for r in target.history(n).select("userMetadata").collect())
 
 
 def _tagged(history, tag: str):
