@@ -52,6 +52,15 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _a_clean_checkout(monkeypatch):
+    """distill.settled skips and settles only on a checkout without uncommitted changes: the jobs a test runs in
+    this process see one (a fixed commit), so they behave alike in CI and in a work tree with changes."""
+    import distill.settled
+
+    monkeypatch.setattr(distill.settled, "git_sha", lambda: "0" * 40)
+
+
+@pytest.fixture(autouse=True)
 def _nothing_cached_between_tests():
     """After each test the session forgets what the test cached, as a new job's driver would: Spark's cached
     DataFrames (a job that failed on purpose may leave some) and Delta's snapshots of the test's tables. A

@@ -132,9 +132,10 @@ def test_prepare_decontaminates_filters_dedups_and_is_incremental(spark, cfg, tm
     assert third.counts.get("embedded", 0) == 0
     para = [r for r in statuses(spark, cfg).collect() if r.source_id == "para"][0]
     assert (para.status, para.drop_reason) == ("kept", None)
-    # a re-run with nothing new does nothing
+    # a re-run with nothing new does nothing: the last run settled (distill.settled), this one stops at once
     assert run_cli("prepare", *stricter) == 0
-    assert runs(spark, cfg, "prepare")[3].counts["todo"] == 0
+    assert runs(spark, cfg, "prepare")[3].counts.get("todo", 0) == 0
+    assert runs(spark, cfg, "prepare")[3].counts["settled_before"] == 1
 
 
 def test_dedup_survivor_does_not_depend_on_partitioning(spark, cfg, tmp_path):

@@ -9,15 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 import distill.settled
-import pytest
 from distill.runs import RunRecorder
 from distill.settled import Settled, path_fingerprint
 from distill.tables import append_new, ensure_table, read_table
-
-
-@pytest.fixture
-def clean_checkout(monkeypatch):
-    monkeypatch.setattr(distill.settled, "git_sha", lambda: "0123abc")  # this checkout may have changes
 
 
 def add_row(spark, cfg, name: str) -> None:
@@ -42,7 +36,7 @@ def job(spark, cfg, extra="x", settles=True, during=None) -> tuple[bool, str | N
     return False, rec.settled_key
 
 
-def test_a_run_on_the_state_a_run_settled_on_does_nothing(spark, cfg, clean_checkout):
+def test_a_run_on_the_state_a_run_settled_on_does_nothing(spark, cfg):
     ensure_table(spark, cfg, "ingest_files")
     add_row(spark, cfg, "q1")
     first = job(spark, cfg)
@@ -61,7 +55,7 @@ def test_a_run_on_the_state_a_run_settled_on_does_nothing(spark, cfg, clean_chec
     assert job(spark, other)[0] is False
 
 
-def test_a_run_that_leaves_work_or_saw_another_jobs_commit_does_not_settle(spark, cfg, clean_checkout):
+def test_a_run_that_leaves_work_or_saw_another_jobs_commit_does_not_settle(spark, cfg):
     ensure_table(spark, cfg, "ingest_files")
     add_row(spark, cfg, "q1")
     assert job(spark, cfg, settles=False) == (False, None)

@@ -177,6 +177,12 @@ def test_a_rerun_of_the_sample_pipeline_does_nothing_twice(sample_run, spark, tm
                    "ORDER BY started_at")[-2:] == ["0", "0"]  # verified with generation, never again
     assert sql_csv(capsys, wh, "SELECT coalesce(counts['replay-flat.generated'], 0) FROM runs "
                    "WHERE job = 'evaluate' ORDER BY started_at")[-2:] == ["54", "0"]
+    # each of those runs settled (distill.settled), so the next re-run's jobs stop before a query of their own
+    assert run_cli(*sample_run.sets(home)) == 0
+    out = capsys.readouterr().out
+    assert "round 1" not in out and "responses scored" not in out, out
+    assert sql_csv(capsys, wh, "SELECT job FROM runs WHERE counts['settled_before'] = 1 ORDER BY job")[1:] == [
+        "evaluate", "generate", "prepare", "report", "score"]
 
 
 @pytest.mark.slow
