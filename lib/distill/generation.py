@@ -123,8 +123,8 @@ def generate_attempts(spark, cfg, rec, teachers: list[TeacherConfig], threshold:
     ensure_table(spark, cfg, "attempts")
     _redecide(spark, cfg, rec)
     return run_rounds(spark, cfg, rec, attempts_ledger(cfg), teachers, kept_queries(spark, cfg),
-               UntilAccepted(g.max_attempts, threshold), verify_spec(spark, cfg.verify),
-               g.partitions or spark.sparkContext.defaultParallelism, g.batch_size)
+                      UntilAccepted(g.max_attempts, threshold), verify_spec(spark, cfg.verify),
+                      g.partitions or spark.sparkContext.defaultParallelism, g.batch_size)
 
 
 def _redecide(spark, cfg, rec) -> None:
