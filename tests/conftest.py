@@ -29,6 +29,9 @@ TEST_SPARK = [
     "spark.conf.spark.default.parallelism=2",
     "spark.conf.spark.databricks.delta.snapshotPartitions=1",
     "spark.conf.spark.driver.memory=2g",
+    # as conf/local.yaml: tiny tables run faster interpreted than compiled
+    "spark.conf.spark.sql.codegen.wholeStage=false",
+    "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN",
 ]
 
 
