@@ -306,3 +306,23 @@ def test_a_write_that_conflicts_is_retried_then_fails_clearly(monkeypatch):
     with pytest.raises(RuntimeError, match=r"writing `attempts`: another job committed to it first 5 times in a row"):
         t._retry_on_conflict("attempts", lambda: write(99))
     assert len(calls) == t.CONFLICT_RETRIES + 1
+
+
+def test_a_table_another_job_is_creating_is_waited_for_only_while_creating(monkeypatch):
+    import distill.tables as t
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    calls = []
+
+    def create():  # the other job has made the log folder, not yet its first commit: Delta calls the table missing
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("[DELTA_TABLE_NOT_FOUND] Delta table `/w/attempts` doesn't exist.")
+        return "found the other job's table"
+
+    assert t._retry_on_conflict("attempts", create, creating=True) == "found the other job's table"
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(RuntimeError, match="DELTA_TABLE_NOT_FOUND"):  # any other write: a missing table is an error
+        t._retry_on_conflict("attempts", create)
+    assert len(calls) == 1

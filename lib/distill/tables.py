@@ -360,10 +360,14 @@ def read_path(spark, path: str):
         if "DELTA_TABLE_NOT_FOUND" not in str(err) or is_remote(spark):
             raise
         time.sleep(CREATE_WAIT_S)
-        jvm = spark._jvm
-        jvm.org.apache.spark.sql.delta.DeltaLog.invalidateCache(spark._jsparkSession,
-                                                                jvm.org.apache.hadoop.fs.Path(path))
+        _forget_cached(spark, path)
         return spark.read.format("delta").load(path)
+
+
+def _forget_cached(spark, path: str) -> None:
+    """Drop this JVM's cached state of the table at `path`, so that the next access lists its log again."""
+    jvm = spark._jvm
+    jvm.org.apache.spark.sql.delta.DeltaLog.invalidateCache(spark._jsparkSession, jvm.org.apache.hadoop.fs.Path(path))
 
 
 def ensure_table(spark, cfg: Config, name: str):
@@ -388,8 +392,17 @@ def ensure_table(spark, cfg: Config, name: str):
         # table without them (Delta keeps a CHECK constraint as the property delta.constraints.<name>).
         for key, value in _properties(table).items():
             builder = builder.property(key, value)
+        builder = builder.comment(table.comment)
+
+        def create():
+            try:
+                return builder.execute()
+            except Exception:
+                _forget_cached(spark, path)  # a retry must see the commit of the job that created it meanwhile
+                raise
+
         # two jobs creating it at once: the later one finds the other's
-        _retry_on_conflict(name, builder.comment(table.comment).execute)
+        _retry_on_conflict(name, create, creating=True)
     _register(spark, name, path)
     target = DeltaTable.forPath(spark, path)
     if existed and _upgrade(spark, table, path):  # one made just now, above, already has what _upgrade adds
@@ -525,7 +538,7 @@ CONFLICT_RETRIES = 4
 conflict_retries = 0  # writes retried in this process (RunRecorder puts its run's share in runs.counts)
 
 
-def _retry_on_conflict(name: str, write):
+def _retry_on_conflict(name: str, write, creating: bool = False):
     import random
     import sys
     import time
@@ -541,9 +554,12 @@ def _retry_on_conflict(name: str, write):
         try:
             return write()
         except Exception as err:
-            # a table another job is creating right now has files but no commit yet
-            creating = "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(err)
-            if not (isinstance(err, conflicts) or creating):
+            # A table another job is creating right now has its log folder, or files, but no commit yet: Delta
+            # calls it missing (seen with two generate jobs starting at once on a new warehouse), or its location
+            # not empty.
+            being_made = creating and any(code in str(err) for code in (
+                "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION", "DELTA_TABLE_NOT_FOUND"))
+            if not (isinstance(err, conflicts) or being_made):
                 raise
             why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             if attempt == CONFLICT_RETRIES:
