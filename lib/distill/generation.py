@@ -112,7 +112,22 @@ def pending_attempts(spark, cfg, teachers: list[str], threshold: float | None) -
     ensure_table(spark, cfg, "attempts")
     rule = UntilAccepted(cfg.generate.max_attempts, threshold)
     rows, work = attempts_ledger(cfg).read(spark, cfg), kept_queries(spark, cfg)
-    return {t: rule.pending(work, rows, t).count() for t in teachers}
+    counts = _counts(open_pairs(rule, work, rows, teachers))
+    return {t: counts.get(t, 0) for t in teachers}
+
+
+def open_pairs(rule, work: DataFrame, rows: DataFrame, models: list[str]) -> DataFrame:
+    """What `rule` leaves open for each of `models`, in one DataFrame (its `teacher` column names the model):
+    one Spark job counts and persists the pairs of every model at once, not one job per model."""
+    pending = [rule.pending(work, rows, m) for m in models]
+    union = pending[0]
+    for p in pending[1:]:
+        union = union.unionByName(p)
+    return union
+
+
+def _counts(pairs: DataFrame) -> dict[str, int]:
+    return {r["teacher"]: r["count"] for r in pairs.groupBy("teacher").count().collect()}
 
 
 def generate_attempts(spark, cfg, rec, teachers: list[TeacherConfig], threshold: float | None = None) -> bool:
@@ -204,16 +219,19 @@ def run_rounds(spark, cfg, rec, ledger: Ledger, models: list[TeacherConfig], wor
     ensure_table(spark, cfg, ledger.table)
     verify_pending(spark, cfg, rec, ledger, work, spec)  # left over from a crash, a new verifier version, ...
     for round_no in range(1, rule.rounds + 1):
-        rows = ledger.read(spark, cfg)
-        pairs = {m.name: rule.pending(work, rows, m.name).persist() for m in models if m.name not in finished}
+        names = [m.name for m in models if m.name not in finished]
+        if not names:
+            break
+        opened = open_pairs(rule, work, ledger.read(spark, cfg), names).persist()
         try:
-            total = sum(p.count() for p in pairs.values())  # persisted: the round generates exactly these
+            counts = _counts(opened)  # persisted: the round generates exactly these
+            total = sum(counts.values())
             if total == 0:
                 break  # nothing open for any model
+            pairs = {name: opened.where(F.col("teacher") == name) for name in names if counts.get(name)}
             stats = _round(spark, cfg, rec, ledger, models, pairs, total, spec, partitions, batch_size, round_no)
         finally:
-            for p in pairs.values():
-                p.unpersist()
+            opened.unpersist()
         failed |= _account(rec, ledger, models, stats, finished, round_no)
         print(f"{rec.job}: round {round_no}: " + ", ".join(
             f"{name} {s['ok']} new" for name, s in sorted(stats.items())))
