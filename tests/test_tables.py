@@ -4,7 +4,9 @@ constraints existed getting them."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from distill.tables import MESSAGES, TABLES, ensure_table, merge_new, merge_update, table_path
@@ -259,3 +261,41 @@ def test_a_table_another_process_is_creating_is_read_once_its_first_commit_lands
     (tmp_path / "never" / "_delta_log").mkdir(parents=True)  # still no commit after the wait: Delta's error
     with pytest.raises(Exception, match="DELTA_TABLE_NOT_FOUND"):
         t.read_path(spark, str(tmp_path / "never"))
+
+
+def test_versions_and_metrics_read_from_the_log_equal_deltas_history(spark, cfg):
+    """current_version, last_operation and commits_tagged read the commit files (distill.tables._DeltaLog);
+    Delta's own history() must say the same, across a checkpoint (12 commits: Delta writes one at 10) and
+    commits of two runs."""
+    from delta.tables import DeltaTable
+    from distill import tables
+    from distill.tables import RUN_TAG, commits_tagged, current_version, last_operation
+
+    for i in range(12):
+        spark.conf.set(RUN_TAG, f"run-{i >= 9}")  # versions 10-12 are run-True's
+        merge_new(spark, cfg, "attempts", _frame(spark, [_attempt(f"q{i}")]))
+    target = DeltaTable.forPath(spark, table_path(cfg, "attempts"))
+    checkpoint = Path(table_path(cfg, "attempts")) / "_delta_log" / "_last_checkpoint"
+    assert json.loads(checkpoint.read_text())["version"] == 10
+
+    def through_history():
+        real = tables._DeltaLog.of
+        tables._DeltaLog.of = classmethod(lambda cls, t: None)
+        try:
+            return (current_version(target), last_operation(target),
+                    [commits_tagged(spark, cfg, "attempts", since, "run-True") for since in (None, 8, 9, 11, 12)])
+        finally:
+            tables._DeltaLog.of = real
+
+    try:
+        for tag in ("run-True", "run-False", "no-such-run"):
+            spark.conf.set(RUN_TAG, tag)
+            got = (current_version(target), last_operation(target),
+                   [commits_tagged(spark, cfg, "attempts", since, "run-True") for since in (None, 8, 9, 11, 12)])
+            assert got == through_history(), tag
+            assert got[0] == 12 and got[2] == [False, False, True, True, True]
+        assert got[1]["version"] == 12 and got[1]["numTargetRowsInserted"] == 1  # untagged: the newest
+        spark.conf.set(RUN_TAG, "run-False")
+        assert last_operation(target)["version"] == 9
+    finally:
+        spark.conf.unset(RUN_TAG)
