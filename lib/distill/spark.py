@@ -69,6 +69,10 @@ def default_settings(cfg: Config) -> dict[str, str]:
         "spark.jars": ",".join(delta_jars()),
         # Delta's change data feed on new tables: downstream jobs can read what changed.
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+        # Where the JVM's time zone is not UTC, Delta re-derives every commit's file list from the log to check
+        # the copy it keeps in the .crc file: a Spark job more per commit. Delta reads that copy only to make the
+        # next commit's copy, never to plan a query, so the check guards nothing this project relies on.
+        "spark.databricks.delta.allFilesInCrc.verificationMode.forceOnNonUTC.enabled": "false",
     }
     if jvm_options := driver_java_options():  # the class archive bootstrap made: a faster driver start
         settings["spark.driver.extraJavaOptions"] = jvm_options
