@@ -32,7 +32,11 @@ DONE = re.compile(r"^distill: pipeline: (\w+) done in ([\d.]+) s$", re.M)
 def run_pipeline(tree: Path, home: Path) -> dict[str, float]:
     """One pipeline run of the code in `tree` over `home`; returns seconds per job and 'total' (wall)."""
     env = {**os.environ, "PYTHONPATH": f"{tree / 'lib'}{os.pathsep}{tree}", "DISTILL_SPARK_LOG_LEVEL": "ERROR"}
-    sets = [f"warehouse={home / 'warehouse'}", f"output_dir={home / 'out'}", "spark.conf.spark.ui.enabled=false"]
+    # The tiny reference model (also the students' start) goes in the run's home too: the config's path is relative
+    # to the checkout, where an earlier run's model would spare one side of the comparison its building.
+    model = home / "out" / "models" / "tiny-reference"
+    sets = [f"warehouse={home / 'warehouse'}", f"output_dir={home / 'out'}", "spark.conf.spark.ui.enabled=false",
+            f"score.perplexity.model={model}", f"train.student={model}"]
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(tree / "jobs" / "main.py"), *[a for s in sets for a in ("--set", s)]],
                           cwd=tree, env=env, capture_output=True, text=True)
