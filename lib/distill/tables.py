@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 from distill.config import Config
-from distill.spark import resolve_path
+from distill.spark import exists, read_text, resolve_path
 
 MESSAGES = "array<struct<role:string,content:string>>"
 TEST_CASES = "struct<language:string,tests:array<struct<type:string,input:string,output:string,code:string>>>"
@@ -717,10 +717,7 @@ RUN_TAG = "spark.databricks.delta.commitInfo.userMetadata"
 
 def current_version(target) -> int:
     """The table's newest version, whoever made it (what a reader that starts now sees)."""
-    log = _DeltaLog.of(target)
-    if log is None:
-        return int(target.history(1).select("version").first()["version"])
-    return log.newest()
+    return _DeltaLog(target).newest()
 
 
 def last_operation(target) -> dict:
@@ -728,36 +725,25 @@ def last_operation(target) -> dict:
     (RUN_TAG), not merely the newest one, which under concurrent writers can be another job's. Without a run
     (no tag set), or when the run made no commit among the newest 100, the newest commit."""
     tag = target._spark.conf.get(RUN_TAG, None)  # the session the table was opened with (delta-spark keeps it)
-    log = _DeltaLog.of(target)
-    if log is None:
-        newest = target.history(1).select("version", "operationMetrics", "userMetadata").first()
-        row = newest
-        if tag and newest["userMetadata"] != tag:  # another job committed since: look further back
-            row = _tagged(target.history(100), tag) or newest
-        version, metrics = row["version"], row["operationMetrics"]
-    else:
-        version = log.newest()
-        info = log.commit_info(version)
-        if tag and info.get("userMetadata") != tag:  # another job committed since: look further back
-            for v in range(version - 1, max(version - 100, -1), -1):
-                if (older := log.commit_info(v)).get("userMetadata") == tag:
-                    version, info = v, older
-                    break
-        metrics = info.get("operationMetrics")
-    return {"version": int(version), **{k: int(v) for k, v in (metrics or {}).items() if str(v).isdigit()}}
+    log = _DeltaLog(target)
+    version = log.newest()
+    info = log.commit_info(version)
+    if tag and info.get("userMetadata") != tag:  # another job committed since: look further back
+        for v in range(version - 1, max(version - 100, -1), -1):
+            if (older := log.commit_info(v)).get("userMetadata") == tag:
+                version, info = v, older
+                break
+    metrics = info.get("operationMetrics") or {}
+    return {"version": int(version), **{k: int(v) for k, v in metrics.items() if str(v).isdigit()}}
 
 
 def commits_tagged(spark, cfg: Config, name: str, since: int | None, tag: str) -> bool:
     """Whether every commit to table `name` after version `since` (None: all of them) carries `tag`."""
     from delta.tables import DeltaTable
 
-    target = DeltaTable.forPath(spark, table_path(cfg, name))
-    log = _DeltaLog.of(target)
-    if log is None:
-        n = current_version(target) - (-1 if since is None else since)
-        return n <= 0 or all(r["userMetadata"] == tag for r in target.history(n).select("userMetadata").collect())
-    return all(log.commit_info(v).get("userMetadata") == tag for v in range(-1 if since is None else since,
-                                                                             log.newest() + 1)[1:])
+    log = _DeltaLog(DeltaTable.forPath(spark, table_path(cfg, name)))
+    first = 0 if since is None else since + 1
+    return all(log.commit_info(v).get("userMetadata") == tag for v in range(first, log.newest() + 1))
 
 
 class _DeltaLog:
@@ -765,55 +751,29 @@ class _DeltaLog:
     digits>.json`, one JSON action per line, the commit's metrics and userMetadata in its `commitInfo` action;
     `_last_checkpoint` names a recent checkpoint's version. A few small reads on the driver, where Delta's
     history() runs a Spark job per call; jobs ask for a commit's version after every write, dozens of times per
-    sample pipeline."""
+    sample pipeline. (Only jobs write and ask, so the session always has a JVM here, never Spark Connect.)"""
 
-    def __init__(self, spark, target):
-        self.jvm = spark.sparkContext._jvm
-        self.path = target._jdt.deltaLog().logPath()
-        self.fs = self.path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-    @classmethod
-    def of(cls, target):
-        """None for a Spark Connect session, which has no JVM here: the callers ask history() instead."""
-        from distill.serve import is_remote
-
-        return None if is_remote(target._spark) else cls(target._spark, target)
+    def __init__(self, target):
+        self.spark = target._spark
+        self.path = target._jdt.deltaLog().logPath().toString()
 
     def newest(self) -> int:
         """The newest version: commits are numbered without gaps, so the first missing file after a known
         one (the last checkpoint's, else 0) ends them. Older commit files may have been cleaned up."""
-        last = self._read("_last_checkpoint")
+        last = read_text(self.spark, f"{self.path}/_last_checkpoint")
         version = json.loads(last)["version"] if last else 0
-        while self._exists(version + 1):
+        while exists(self.spark, self._commit(version + 1)):
             version += 1
         return version
 
     def commit_info(self, version: int) -> dict:
         """The commit's commitInfo action ({} if its file was cleaned up)."""
-        for line in (self._read(f"{version:020d}.json") or "").splitlines():
+        for line in (read_text(self.spark, self._commit(version)) or "").splitlines():
             if line.strip() and "commitInfo" in (action := json.loads(line)):
                 return action["commitInfo"]
         return {}
 
-    def _exists(self, version: int) -> bool:
-        return bool(self.fs.exists(self.jvm.org.apache.hadoop.fs.Path(self.path, f"{version:020d}.json")))
-
-    def _read(self, name: str) -> str | None:
-        path = self.jvm.org.apache.hadoop.fs.Path(self.path, name)
-        try:
-            stream = self.fs.open(path)
-        except Exception as err:  # noqa: BLE001 - py4j wraps Hadoop's FileNotFoundException
-            if "FileNotFoundException" in str(err):
-                return None
-            raise
-        try:
-            return self.jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-        finally:
-            stream.close()
+    def _commit(self, version: int) -> str:
+        return f"{self.path}/{version:020d}.json"
 
 
-def _tagged(history, tag: str):
-    from pyspark.sql import functions as F
-
-    return (history.where(F.col("userMetadata") == tag).orderBy(F.col("version").desc())
-            .select("version", "operationMetrics").first())
