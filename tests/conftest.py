@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,13 +177,59 @@ def tiny_reward_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_facts(tiny_model) -> dict:
+def vllm_facts(tiny_model, tmp_path_factory) -> dict:
     """What one vLLM engine on CPU answered (tests/scripts/vllm_smoke.py): an engine start takes ~40 s, so the
     raw-vLLM check (test_stack), VllmEngine's contract (test_engines) and VllmScorer (test_perplexity) share
-    one."""
-    done = run_subprocess([sys.executable, str(ROOT / "tests/scripts/vllm_smoke.py"), str(tiny_model)], timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    one (one per test session, also when pytest-xdist runs it in several processes)."""
+    run = SharedRun(tmp_path_factory, "vllm-facts")
+    run.start([sys.executable, str(ROOT / "tests/scripts/vllm_smoke.py"), str(tiny_model)])
+    stdout, _ = run.result(timeout=400)
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+class SharedRun:
+    """A subprocess the test session runs once for all its processes (scripts/test.sh runs pytest-xdist), in a
+    folder they share: the first process to claim the folder starts it, with its output going to files there,
+    and any process's result() waits for its end. `home`: a fixed folder instead (a run kept between sessions).
+    """
+
+    def __init__(self, tmp_path_factory, name: str, home: Path | None = None):
+        if home is None:
+            # every xdist process has a base folder of its own under the session's one (popen-gw0, ...)
+            base = tmp_path_factory.getbasetemp()
+            home = base.parent / name if os.environ.get("PYTEST_XDIST_WORKER") else base / name
+        self.name, self.home, self.proc = name, home, None
+
+    def start(self, cmd: list[str]) -> None:
+        """Start `cmd` unless a process of this session (or an earlier session, for a fixed home) did."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.home / "claimed").touch(exist_ok=False)
+        except FileExistsError:
+            return
+        with open(self.home / "stdout.txt", "w") as out, open(self.home / "stderr.txt", "w") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, text=True)
+
+    def result(self, timeout: float = 1800) -> tuple[str, str]:
+        """(stdout, stderr) of the finished run; fails the test with its output when it failed."""
+        if self.proc is not None:
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = f"killed after {timeout} s"
+            if code != 0:
+                (self.home / "failed.txt").write_text(f"{self.name} exited with {code}")
+            (self.home / "done").touch()
+            self.proc = None
+        deadline = time.monotonic() + timeout
+        while not (self.home / "done").exists():  # another process runs it
+            assert time.monotonic() < deadline, f"{self.name} did not end within {timeout} s"
+            time.sleep(1)
+        stdout, stderr = (self.home / "stdout.txt").read_text(), (self.home / "stderr.txt").read_text()
+        failed = self.home / "failed.txt"
+        assert not failed.exists(), f"{failed.read_text()}:\n{stdout[-3000:]}\n{stderr[-5000:]}"
+        return stdout, stderr
 
 
 def free_port() -> int:
@@ -246,23 +293,27 @@ class SampleRun:
         return home
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sample_run_started(request, tmp_path_factory):
+    """The shared sample run starts with the session when any collected test reads it: it takes minutes, and
+    the tests before its first reader run meanwhile."""
+    if not any("sample_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    # A developer's quick loop: DISTILL_TEST_SAMPLE_RUN=DIR keeps the run in DIR between sessions (made once;
+    # tests must not write to it, as always). Its paths are in its tables, so it stays where it was made.
+    kept = os.environ.get("DISTILL_TEST_SAMPLE_RUN")
+    run = SharedRun(tmp_path_factory, "sample-run", Path(kept) if kept else None)
+    run.start([str(ROOT / "submit.sh"), *SampleRun(run.home, "", "").sets()])
+    yield run
+    if run.proc is not None:  # started here and read by none of this process's tests: wait for its end
+        run.result()
+
+
 @pytest.fixture(scope="session")
-def sample_run(tmp_path_factory) -> SampleRun:
+def sample_run(_sample_run_started) -> SampleRun:
     """The README's run command, once per test session: `./submit.sh` with the embedded default (the whole
     pipeline on the bundled sample), into a warehouse of its own. Tests only read it; a test that writes
     (a re-run, a killed job) works on `sample_run.copy(...)`. Its `score` trains the tiny reference model, which
     its `train` fine-tunes, as on a fresh clone."""
-    # A developer's quick loop: DISTILL_TEST_SAMPLE_RUN=DIR keeps the run in DIR between sessions (made once;
-    # tests must not write to it, as always). Its paths are in its tables, so it stays where it was made.
-    kept = os.environ.get("DISTILL_TEST_SAMPLE_RUN")
-    home = Path(kept) if kept else tmp_path_factory.mktemp("sample-run")
-    if kept and (home / "stdout.txt").is_file():
-        return SampleRun(home, (home / "stdout.txt").read_text(), (home / "stderr.txt").read_text())
-    home.mkdir(parents=True, exist_ok=True)
-    run = SampleRun(home, "", "")
-    done = run_subprocess([str(ROOT / "submit.sh"), *run.sets()], timeout=1800)  # a busy machine is slow
-    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    if kept:
-        (home / "stdout.txt").write_text(done.stdout)
-        (home / "stderr.txt").write_text(done.stderr)
-    return SampleRun(home, done.stdout, done.stderr)
+    return SampleRun(_sample_run_started.home, *_sample_run_started.result())
