@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from distill.report_html import in_config_order, render
 from distill.settled import Settled, path_fingerprint
-from distill.spark import resolve_path
+from distill.spark import resolve_path, side_by_side
 from distill.stages import report as st
 from distill.tables import read_table, replace_all, table_path
 from pyspark.sql import functions as F
@@ -97,14 +98,21 @@ def run(spark, cfg, args, rec) -> None:
     if has("experiment_results"):  # already a table: shown on the page, not copied into a report_* table
         experiments = read("experiment_results").drop("run_id").orderBy("experiment").toPandas()
         experiments = in_config_order(experiments, cfg)
+
+    def write(key: str, df):
+        df = df.withColumn("run_id", F.lit(rec.run_id)).cache()  # computed once, for the table and the page
+        version = replace_all(spark, cfg, TABLES[key], df)["version"]
+        rows = df.drop("run_id").toPandas()
+        df.unpersist()
+        return version, rows
+
     local = {}
-    with rec.step("tables"):
-        for key, df in frames.items():
-            df = df.withColumn("run_id", F.lit(rec.run_id)).cache()  # computed once, for the table and the page
-            rec.wrote(TABLES[key], replace_all(spark, cfg, TABLES[key], df)["version"])
-            local[key] = df.drop("run_id").toPandas()
-            df.unpersist()
-            rec.count(f"rows.{TABLES[key]}", len(local[key]))
+    with rec.step("tables"):  # independent tables: written side by side
+        written = side_by_side(spark, [partial(write, key, df) for key, df in frames.items()])
+        for key, (version, rows) in zip(frames, written, strict=True):
+            rec.wrote(TABLES[key], version)
+            local[key] = rows
+            rec.count(f"rows.{TABLES[key]}", len(rows))
     hist.unpersist()
     if experiments is not None:
         local["experiments"] = experiments

@@ -302,3 +302,34 @@ def test_versions_and_metrics_read_from_the_log_equal_deltas_history(spark, cfg)
         assert last_operation(target)["version"] == 9
     finally:
         spark.conf.unset(RUN_TAG)
+
+
+def test_tables_written_side_by_side_are_each_one_commit_of_their_own_rows(spark, cfg):
+    """distill.spark.side_by_side, as `report` writes its tables: several new tables at once, each created and
+    written whole in one commit of its own, the results in call order; a call's error reaches the caller."""
+    from distill.runs import RunRecorder
+    from distill.spark import side_by_side
+    from distill.tables import last_operation, read_table, replace_all
+    from pyspark.sql import functions as F
+
+    rejects = spark.createDataFrame([("a", "math", "too_long", 2), ("b", "code", "pending", 1)],
+                                    "teacher string, category string, reason string, count long")
+    hist = spark.createDataFrame([("a", "math", 3, 8, 15, 4)],
+                                 "teacher string, category string, bin int, lo long, hi long, count long")
+    with RunRecorder(spark, cfg, "report") as rec:
+        tagged = {"report_rejects": rejects.withColumn("run_id", F.lit(rec.run_id)),
+                  "report_length_hist": hist.withColumn("run_id", F.lit(rec.run_id))}
+        written = side_by_side(spark, [lambda name=name, df=df: replace_all(spark, cfg, name, df)
+                                for name, df in tagged.items()])
+        assert [w["version"] for w in written] == [1, 1]  # each made (version 0), then written (1)
+        for name, df in tagged.items():
+            assert sorted(read_table(spark, cfg, name).collect()) == sorted(df.collect())
+            assert last_operation(ensure_table(spark, cfg, name))["version"] == 1
+
+        def broken():
+            raise ValueError("this call failed")
+
+        with pytest.raises(ValueError, match="this call failed"):
+            side_by_side(spark, [lambda: replace_all(spark, cfg, "report_rejects", tagged["report_rejects"].limit(1)),
+                          broken])
+    assert read_table(spark, cfg, "report_rejects").count() == 1  # the other call still ran to its end

@@ -13,9 +13,12 @@ import glob
 import os
 import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from distill.config import Config
 from distill.jvm import driver_java_options
+
+T = TypeVar("T")
 
 DELTA_SETTINGS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -118,6 +121,21 @@ def quiet_query_loggers() -> None:
 
     for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def side_by_side(spark, calls: list[Callable[[], T]], at_once: int = 4) -> list[T]:
+    """Run independent driver-side calls (each with its own Spark jobs and Delta commits, e.g. writes to
+    different tables) in threads, and return their results in order. Writing a small table is mostly the
+    driver planning and waiting between a few tiny Spark jobs, one after another, so a few in flight at once
+    keep the cores busy. A call's error is raised once the others have ended. Each thread inherits the
+    caller's Spark local properties (job group, description) and the session's tags."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark import inheritable_thread_target
+
+    with ThreadPoolExecutor(min(at_once, max(1, len(calls)))) as pool:
+        futures = [pool.submit(inheritable_thread_target(spark)(call)) for call in calls]
+    return [f.result() for f in futures]
 
 
 def remove_path(spark, path: str) -> None:
