@@ -293,6 +293,14 @@ class SampleRun:
         return home
 
 
+def pytest_collection_modifyitems(config, items):
+    """The modules that read the shared sample run go last, each whole (its module fixtures are made once;
+    pytest-xdist hands out whole modules in this order): the run starts in the background with the session and
+    is ready by the time they come, instead of a worker waiting for it while the other modules could run."""
+    late = {item.path for item in items if "sample_run" in getattr(item, "fixturenames", ())}
+    items[:] = [i for i in items if i.path not in late] + [i for i in items if i.path in late]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sample_run_started(request, tmp_path_factory):
     """The shared sample run starts with the session when any collected test reads it: it takes minutes, and
