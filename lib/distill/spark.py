@@ -77,6 +77,12 @@ def default_settings(cfg: Config) -> dict[str, str]:
         # next commit's copy, never to plan a query, so the check guards nothing this project relies on.
         "spark.databricks.delta.allFilesInCrc.verificationMode.forceOnNonUTC.enabled": "false",
     }
+    if cfg.spark.master.startswith("local"):
+        # Spark's Python daemon without two costs it charges every task: a full garbage collection and a re-read
+        # of the archives on the path (about 0.3 s a task here; distill.worker_daemon). Local mode only: it
+        # starts before a task has the code zip (--py-files), so an executor must have the project installed
+        # (then set it in the config's spark.conf).
+        settings["spark.python.daemon.module"] = "distill.worker_daemon"
     if jvm_options := driver_java_options():  # the class archive bootstrap made: a faster driver start
         settings["spark.driver.extraJavaOptions"] = jvm_options
     settings.update({k: _spark_value(v) for k, v in cfg.spark.conf.items()})
