@@ -10,7 +10,7 @@ import re
 import pytest
 
 from jobs.pipeline import PIPELINE
-from tests.conftest import ROOT, TEST_SPARK, run_cli, run_subprocess, venv_bin
+from tests.conftest import ROOT, TEST_SPARK, make_config, run_cli, run_subprocess, venv_bin
 
 SAMPLE_LINES = sum(1 for line in (ROOT / "data/sample/queries.jsonl").read_bytes().split(b"\n") if line)
 
@@ -35,14 +35,31 @@ def test_a_job_driver_maps_spark_and_delta_classes_from_the_bootstrap_archive(tm
     log = tmp_path / "classes.log"
     # the JVM's own record of where each class came from: "source: shared objects file" is the archive
     sets = ["--set", f"warehouse={tmp_path / 'warehouse'}", "--set", "spark.conf.spark.ui.enabled=false"]
+    gc_log = tmp_path / "gc.log"
     done = run_subprocess([str(ROOT / "submit.sh"), "sql", "SELECT 1 AS one", "--csv", *sets],
-                          env={"JAVA_TOOL_OPTIONS": f"-Xlog:class+load=info:file={log}"}, timeout=300)
+                          env={"JAVA_TOOL_OPTIONS": f"-Xlog:class+load=info:file={log} -Xlog:gc:file={gc_log}"},
+                          timeout=300)
     assert done.returncode == 0 and done.stdout.splitlines()[-2:] == ["one", "1"], done.stderr[-3000:]
+    # the driver got the rest of its options too (default_settings): the collector for the machine's cores
+    assert ("Using Serial" if (os.cpu_count() or 1) <= 2 else "Using G1") in gc_log.read_text()
     shared = {m.group(1) for m in re.finditer(r"\] (\S+) source: shared objects file", log.read_text())}
     for cls in ("org.apache.spark.SparkContext", "org.apache.spark.sql.SparkSession",
                 "org.apache.spark.sql.catalyst.analysis.Analyzer", "io.delta.sql.DeltaSparkSessionExtension"):
         assert cls in shared, (cls, len(shared))
     assert len(shared) > 5000, len(shared)
+
+
+@pytest.mark.parametrize("master, cores, serial", [("local[*]", 2, True), ("local[*]", 8, False),
+                                                   ("spark://head:7077", 2, False)])
+def test_a_local_driver_on_two_cores_collects_garbage_serially(tmp_path, monkeypatch, master, cores, serial):
+    from distill.jvm import driver_java_options
+    from distill.spark import default_settings
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    settings = default_settings(make_config(tmp_path, f"spark.master={master}"))
+    options = settings.get("spark.driver.extraJavaOptions", "")
+    assert ("-XX:+UseSerialGC" in options.split()) == serial
+    assert driver_java_options() in options  # the class archive's options stay
 
 
 def sql_csv(capsys, warehouse, query: str) -> list[str]:
