@@ -81,6 +81,26 @@ def test_a_tasks_survivors_are_frozen_and_collected_whole_every_fiftieth_task():
         gc.unfreeze()
 
 
+def test_a_model_a_cache_drops_is_collected_after_that_task():
+    cache = {}
+
+    def task(infile, outfile):
+        if infile == "load":
+            cache["model"] = _Cycle()
+        if infile == "replace":
+            cache.clear()  # as distill.engines and the score stage do
+            worker_daemon.model_dropped()
+
+    main = worker_daemon.settle_after(task)
+    try:
+        main("load", None)
+        dropped = weakref.ref(cache["model"])
+        main("replace", None)
+        assert dropped() is None
+    finally:
+        gc.unfreeze()
+
+
 def test_the_sessions_python_workers_run_this_daemon(spark):
     """The session's settings choose the daemon: a task's worker has no jar on its path, imports pyspark from
     the environment, and holds frozen survivors once it has run a task."""

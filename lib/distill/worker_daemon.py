@@ -6,9 +6,10 @@ transformers and sympy, so on a small machine the two together cost about a thir
    object the worker holds: some 500,000 once torch and transformers are imported, 0.25 s. Here each task
    is followed by a collection and then `gc.freeze()`, which moves what survived (imported modules, the
    models in the workers' caches) out of the collector's sight. The daemon's own collection then only walks
-   what the next task made. Every FULL_COLLECT_EVERY tasks everything is unfrozen and collected whole, so
-   that garbage which was alive when it was frozen (a model a cache dropped, if it holds a reference cycle)
-   is freed too.
+   what the next task made. Garbage that was alive when it was frozen is freed by reference counting, but a
+   reference cycle in it only by a collection that sees it again: so the caches that drop a model call
+   `model_dropped()`, which unfreezes everything for the next collection, and every FULL_COLLECT_EVERY tasks
+   everything is unfrozen and collected whole anyway.
 
 2. The archives on the path. Spark puts `SPARK_HOME/python/lib/pyspark.zip`, py4j's zip and the spark-core
    jar at the head of the workers' PYTHONPATH. Each Python task calls `importlib.invalidate_caches()`
@@ -77,6 +78,12 @@ def settle_after(worker_main):
             gc.freeze()
 
     return main
+
+
+def model_dropped() -> None:
+    """A worker's cache let go of a model (or an engine): let the collection after this task walk everything
+    again, so that the model is freed now even if it holds a reference cycle. Harmless outside a worker."""
+    gc.unfreeze()
 
 
 def main() -> None:

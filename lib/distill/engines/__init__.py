@@ -119,7 +119,10 @@ def get_engine(teacher: TeacherConfig) -> Engine:
     engine = _cache.get(key)
     if engine is None:
         if teacher.engine in IN_PROCESS:
+            from distill.worker_daemon import model_dropped
+
             for old in [k for k, e in _cache.items() if e.name in IN_PROCESS]:
                 _cache.pop(old).close()
+                model_dropped()
         engine = _cache[key] = build_engine(teacher)
     return engine

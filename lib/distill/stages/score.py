@@ -86,7 +86,11 @@ _models: dict[str, tuple] = {}  # one (scorer, tokenizer) per Python worker, kep
 def _load(spec: ScoreSpec):
     key = json.dumps(dataclasses.asdict(spec), sort_keys=True)
     if key not in _models:
-        _models.clear()  # at most one reference model per worker
+        if _models:
+            from distill.worker_daemon import model_dropped
+
+            _models.clear()  # at most one reference model per worker
+            model_dropped()
         scorer = None
         if spec.perplexity is not None:
             from distill.config import build_section
