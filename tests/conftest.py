@@ -204,7 +204,8 @@ class SharedRun:
         """Start `cmd` unless a process of this session (or an earlier session, for a fixed home) did."""
         self.home.mkdir(parents=True, exist_ok=True)
         try:
-            (self.home / "claimed").touch(exist_ok=False)
+            with open(self.home / "claimed", "x") as claim:
+                claim.write(str(os.getpid()))  # who makes it: a waiter can tell a run nobody will finish
         except FileExistsError:
             return
         with open(self.home / "stdout.txt", "w") as out, open(self.home / "stderr.txt", "w") as err:
@@ -225,11 +226,30 @@ class SharedRun:
         deadline = time.monotonic() + timeout
         while not (self.home / "done").exists():  # another process runs it
             assert time.monotonic() < deadline, f"{self.name} did not end within {timeout} s"
+            assert not self.abandoned(), (f"{self.home} holds a {self.name} that a killed test process started "
+                                          "and nobody will finish: delete the folder")
             time.sleep(1)
         stdout, stderr = (self.home / "stdout.txt").read_text(), (self.home / "stderr.txt").read_text()
         failed = self.home / "failed.txt"
         assert not failed.exists(), f"{failed.read_text()}:\n{stdout[-3000:]}\n{stderr[-5000:]}"
         return stdout, stderr
+
+
+    def abandoned(self) -> bool:
+        """Claimed by a process that is gone (a session killed while it made the run) and not done."""
+        try:
+            pid = int((self.home / "claimed").read_text())
+        except (FileNotFoundError, ValueError):  # not claimed, or claimed a moment ago and not yet written
+            return False
+        if (self.home / "done").exists():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
 import pytest
 
@@ -218,3 +219,19 @@ def test_the_teacher_report_notebook_runs_headless_against_the_sample_warehouse(
     assert "teacher-a         51    47" in text[3]
     assert sum("image/png" in o.get("data", {}) for o in nb.cells[7].outputs) == 2
     assert sum("image/png" in o.get("data", {}) for o in nb.cells[11].outputs) == 1  # adaptive length
+
+
+def test_a_kept_sample_run_that_a_killed_session_left_unfinished_fails_at_once(tmp_path, tmp_path_factory):
+    """DISTILL_TEST_SAMPLE_RUN=DIR after a session was killed while it made the run: the next session says
+    so and what to do, instead of waiting half an hour for a `done` nobody will write."""
+    from tests.conftest import SharedRun
+
+    gone = run_subprocess([sys.executable, "-c", "import os; print(os.getpid())"])
+    (tmp_path / "claimed").write_text(gone.stdout.strip())
+    run = SharedRun(tmp_path_factory, "sample-run", tmp_path)
+    run.start(["false"])  # claimed already: starts nothing
+    assert run.proc is None
+    with pytest.raises(AssertionError, match="killed test process"):
+        run.result(timeout=60)
+    (tmp_path / "claimed").write_text(str(os.getpid()))  # a live claimer: still making it
+    assert not run.abandoned()
