@@ -503,3 +503,18 @@ def test_sandbox_ends_by_itself_when_the_caller_dies(tmp_path):
     while sandbox_pids(uids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert sandbox_pids(uids) == []
+
+
+def test_python_reached_through_a_symlinked_environment_runs_in_the_sandbox(tmp_path):
+    """A .venv that is a symlink to another one: the sandbox shows only the interpreter's real trees, so the
+    program must be started by the interpreter's real path (it was not: every code run failed)."""
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    linked = tmp_path / ".venv" / "bin" / "python"
+    assert linked.exists()
+    probe = ("from distill.verifiers.code import CodeVerifier\n"
+             "from distill.verifiers.sandbox import run_sandboxed\n"
+             "res = run_sandboxed([*CodeVerifier().python, '-c', 'print(6 * 7)'])\n"
+             "print(res.error, res.returncode, res.stdout.strip())")
+    done = subprocess.run([str(linked), "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+    assert done.stdout.strip() == "None 0 42", done.stderr[-2000:]

@@ -35,7 +35,6 @@ import os
 import secrets
 import shlex
 import signal
-import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -43,7 +42,7 @@ from typing import Any
 
 from distill.response import answer_part, last_code_block
 from distill.verifiers.base import INFRA_ERROR, NO_VERIFIER, OK, PARSE_ERROR, TIMEOUT, VerifyResult, failed
-from distill.verifiers.sandbox import SandboxLimits, SandboxResult, run_sandboxed
+from distill.verifiers.sandbox import SandboxLimits, SandboxResult, run_sandboxed, sandboxed_python
 
 VERSION = "2"  # 2: functional tests are run (they were errors in 1)
 LANGUAGES = {"python": "python", "python3": "python", "py": "python",
@@ -193,7 +192,7 @@ class CodeVerifier:
         self.compile_limits = replace(COMPILE_LIMITS, cpu_s=compile_timeout_s, wall_s=compile_timeout_s * 1.5)
         self.workers = workers or os.cpu_count() or 1
         # -S: tests use the standard library only, and skipping site makes each run ~3x cheaper to start.
-        self.python = list(python or (sys.executable, "-I", "-S"))
+        self.python = list(python or sandboxed_python())
         self.cxx = list(cxx)
 
     def verify_many(self, rows: Sequence[dict]) -> list[VerifyResult]:

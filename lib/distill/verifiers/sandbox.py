@@ -789,11 +789,19 @@ def _collect(runner: int, stdin_w: int, out_r: int, err_r: int, status_r: int, s
 _available: str | None | bool = False
 
 
+def sandboxed_python() -> list[str]:
+    """The command that runs Python inside the sandbox: this interpreter's real file, isolated (-I) and without
+    site (-S; sandboxed programs use the standard library only). The real file, because the sandbox shows only
+    the interpreter's own trees: a path through a symlink elsewhere (a .venv that links to another one) does
+    not exist in it."""
+    return [os.path.realpath(sys.executable), "-I", "-S"]
+
+
 def sandbox_available(refresh: bool = False) -> str | None:
     """None when a sandboxed run works on this machine, else the reason it does not (checked once)."""
     global _available
     if _available is False or refresh:
-        res = run_sandboxed([sys.executable, "-I", "-S", "-c", "print('ok')"], limits=SandboxLimits(wall_s=30))
+        res = run_sandboxed([*sandboxed_python(), "-c", "print('ok')"], limits=SandboxLimits(wall_s=30))
         if res.error:
             _available = res.error
         elif res.returncode != 0 or res.stdout.strip() != "ok":
