@@ -234,7 +234,6 @@ class SharedRun:
         assert not failed.exists(), f"{failed.read_text()}:\n{stdout[-3000:]}\n{stderr[-5000:]}"
         return stdout, stderr
 
-
     def abandoned(self) -> bool:
         """Claimed by a process that is gone (a session killed while it made the run) and not done."""
         try:
@@ -248,7 +247,7 @@ class SharedRun:
         except ProcessLookupError:
             return True
         except PermissionError:  # alive, another user's
-            return False
+            pass
         return False
 
 
