@@ -5,8 +5,10 @@ there with the current score_key is read, only the rest is scored (distill.stage
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +64,15 @@ def reference_model(cfg) -> str | None:
 
 def _train_tiny(p, background: bool) -> subprocess.Popen:
     """distill.tiny_model in a process of its own, in the background or not: one path, so one model either
-    way. Its output goes to the driver's; it ends when the driver does."""
+    way. Its output goes to the driver's; it dies with the driver."""
+    def child():
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if background:
+            os.nice(19)
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(e for e in sys.path if e)}  # the driver's code
-    return subprocess.Popen([sys.executable, "-m", "distill.tiny_model", "--parent", str(os.getpid()),
-                             *(["--nice"] if background else []), p.model, *p.build_tiny_from], env=env)
+    return subprocess.Popen([sys.executable, "-m", "distill.tiny_model", p.model, *p.build_tiny_from], env=env,
+                            preexec_fn=child)
 
 
 def score_spec(spark, cfg) -> st.ScoreSpec:

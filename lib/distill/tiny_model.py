@@ -136,29 +136,7 @@ def train_tiny_model(out_dir: str | Path, texts: list[str], steps: int = 200, se
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m distill.tiny_model [--parent PID] [--nice] OUT_DIR TEXT_FILE...`: train_tiny_model on the
-    files' text (distill.scoring runs this)."""
-    import argparse
-    import ctypes
-    import os
-    import signal
+if __name__ == "__main__":  # python -m distill.tiny_model OUT_DIR TEXT_FILE... (distill.scoring runs this)
+    import sys
 
-    parser = argparse.ArgumentParser(prog="python -m distill.tiny_model", description=main.__doc__)
-    parser.add_argument("--parent", type=int, help="end when this process (the one that started it) ends")
-    parser.add_argument("--nice", action="store_true", help="run at the lowest CPU priority")
-    parser.add_argument("out_dir")
-    parser.add_argument("texts", nargs="+")
-    args = parser.parse_args(argv)
-    if args.parent:
-        # PR_SET_PDEATHSIG: a signal when the parent ends (strictly, its thread that started this process)
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != args.parent:
-            raise SystemExit("tiny_model: the process that started it has already ended")
-    if args.nice:
-        os.nice(19)
-    train_tiny_model(args.out_dir, texts_from_files(args.texts))
-
-
-if __name__ == "__main__":
-    main()
+    train_tiny_model(sys.argv[1], texts_from_files(sys.argv[2:]))
