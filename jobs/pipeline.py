@@ -37,10 +37,7 @@ def steps(until: str) -> tuple[str, ...]:
 
 def run(spark, cfg, args, rec) -> None:
     from distill.runs import RunRecorder
-    from distill.scoring import start_reference_model
 
-    if "score" in steps(args.until):
-        start_reference_model(cfg)  # trained while the jobs before score run
     for name in steps(args.until):
         job = importlib.import_module(f"jobs.{name}")
         step_args = argparse.Namespace(**{**_defaults(job), **vars(args)})

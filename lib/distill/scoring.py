@@ -5,12 +5,7 @@ there with the current score_key is read, only the rest is scored (distill.stage
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from pyspark.sql import functions as F
@@ -22,28 +17,9 @@ from distill.tables import ensure_table, merge_upsert, read_table, stage
 KEYS = ["query_id", "teacher", "attempt"]
 
 
-def start_reference_model(cfg) -> None:
-    """Start training the tiny reference model in the background when the config asks for one and it is not
-    there yet (the embedded default's first run); reference_model() waits for it.
-
-    The pipeline calls this before ingest, so the training overlaps the jobs before score instead of opening
-    score. It runs as a process at the lowest priority: on a small machine the jobs keep the CPU they use, and
-    the training gets what they leave idle."""
-    p = cfg.score.perplexity
-    if p.model is None or not p.build_tiny_from or Path(p.model).exists() or p.model in _BUILDS:
-        return
-    print(f"pipeline: training a tiny reference model at {p.model} in the background (embedded default: its "
-          "perplexities are illustrative only)")
-    _BUILDS[p.model] = _train_tiny(p, background=True)
-
-
-_BUILDS: dict[str, subprocess.Popen] = {}  # model folder -> the process training it
-
-
 def reference_model(cfg) -> str | None:
     """The perplexity model's folder, trained here first when the config asks for a tiny one (the embedded
-    default), or waited for when start_reference_model began that. A missing model is a config error before
-    any task starts."""
+    default). A missing model is a config error before any task starts."""
     p = cfg.score.perplexity
     if p.model is None:
         return None
@@ -51,28 +27,12 @@ def reference_model(cfg) -> str | None:
         if not p.build_tiny_from:
             raise SystemExit(f"config error: score.perplexity.model: no model at {p.model!r} (a local folder; "
                              "nothing is downloaded at run time)")
-        build = _BUILDS.pop(p.model, None)
-        if build is None:
-            print(f"score: training a tiny reference model at {p.model} (embedded default: its perplexities "
-                  "are illustrative only)")
-            build = _train_tiny(p, background=False)
-        if build.wait() != 0:
-            raise SystemExit(f"score: training the tiny reference model at {p.model} failed (exit code "
-                             f"{build.returncode}; its error is above)")
+        from distill.tiny_model import texts_from_files, train_tiny_model
+
+        print(f"score: training a tiny reference model at {p.model} (embedded default: its perplexities are "
+              "illustrative only)")
+        train_tiny_model(p.model, texts_from_files(p.build_tiny_from))
     return str(Path(p.model).resolve())
-
-
-def _train_tiny(p, background: bool) -> subprocess.Popen:
-    """distill.tiny_model in a process of its own, in the background or not: one path, so one model either
-    way. Its output goes to the driver's; it dies with the driver."""
-    def child():
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if background:
-            os.nice(19)
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(e for e in sys.path if e)}  # the driver's code
-    return subprocess.Popen([sys.executable, "-m", "distill.tiny_model", p.model, *p.build_tiny_from], env=env,
-                            preexec_fn=child)
 
 
 def score_spec(spark, cfg) -> st.ScoreSpec:

@@ -134,9 +134,3 @@ def train_tiny_model(out_dir: str | Path, texts: list[str], steps: int = 200, se
     tmp.rename(out)
     shutil.rmtree(base, ignore_errors=True)
     return out
-
-
-if __name__ == "__main__":  # python -m distill.tiny_model OUT_DIR TEXT_FILE... (distill.scoring runs this)
-    import sys
-
-    train_tiny_model(sys.argv[1], texts_from_files(sys.argv[2:]))
