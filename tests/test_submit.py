@@ -50,17 +50,17 @@ def test_a_job_driver_maps_spark_and_delta_classes_from_the_bootstrap_archive(tm
     assert len(shared) > 5000, len(shared)
 
 
-@pytest.mark.parametrize("master, cores, serial", [("local[*]", 2, True), ("local[*]", 8, False),
+@pytest.mark.parametrize("master, cores, small", [("local[*]", 2, True), ("local[*]", 8, False),
                                                    ("spark://head:7077", 2, False)])
-def test_a_local_driver_on_two_cores_gets_the_small_machine_jvm_options(tmp_path, monkeypatch, master, cores, serial):
+def test_a_local_driver_on_two_cores_gets_the_small_machine_jvm_options(tmp_path, monkeypatch, master, cores, small):
     from distill.jvm import driver_java_options
     from distill.spark import SMALL_MACHINE_JVM, default_settings
 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     settings = default_settings(make_config(tmp_path, f"spark.master={master}"))
     options = settings.get("spark.driver.extraJavaOptions", "")
-    assert ("-XX:+UseSerialGC" in options.split()) == serial
-    assert (" ".join(SMALL_MACHINE_JVM) in options) == serial
+    assert ("-XX:+UseSerialGC" in options.split()) == small
+    assert (" ".join(SMALL_MACHINE_JVM) in options) == small
     assert driver_java_options() in options  # the class archive's options stay
 
 
