@@ -17,7 +17,7 @@ from distill.scorers import ngrams, structure
 from distill.stages.generate import conversation
 from distill.tables import TABLES, merge_new
 
-from tests.conftest import cli_overrides, run_cli
+from tests.conftest import ROOT, cli_overrides, run_cli
 
 PROMPT = "Think, then answer."
 SPAN = " ".join(f"w{i}" for i in range(20))  # one 20-token n-gram
@@ -326,3 +326,17 @@ def test_the_vllm_reference_in_spark_agrees_with_transformers_and_a_new_engine_r
     assert via_vllm.keys() == via_hf.keys()
     for k, ppl in via_hf.items():
         assert via_vllm[k] == pytest.approx(ppl, rel=1e-3), k
+
+
+def test_the_reference_model_trained_in_a_task_is_the_one_trained_in_process(sample_run, tmp_path, monkeypatch):
+    """The embedded default's score trains its tiny reference model in one Spark task with all the cores
+    (distill.scoring.train_tiny_in_a_task); the sample run's model has the very weights that train_tiny_model
+    makes here, in this process, from the same bundled responses."""
+    from distill.config import load_config
+    from distill.tiny_model import texts_from_files, train_tiny_model
+
+    monkeypatch.chdir(ROOT)  # the embedded default's paths are relative to the project
+    files = load_config(ROOT / "conf" / "local.yaml").score.perplexity.build_tiny_from
+    here = train_tiny_model(tmp_path / "reference", texts_from_files(files))
+    trained = sample_run.reference / "model.safetensors"
+    assert trained.read_bytes() == (here / "model.safetensors").read_bytes()

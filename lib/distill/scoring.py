@@ -6,6 +6,7 @@ there with the current score_key is read, only the rest is scored (distill.stage
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from pyspark.sql import functions as F
@@ -17,26 +18,52 @@ from distill.tables import ensure_table, merge_upsert, read_table, stage
 KEYS = ["query_id", "teacher", "attempt"]
 
 
-def reference_model(cfg) -> str | None:
+def reference_model(spark, cfg) -> str | None:
     """The perplexity model's folder, trained here first when the config asks for a tiny one (the embedded
     default). A missing model is a config error before any task starts."""
     p = cfg.score.perplexity
     if p.model is None:
         return None
-    if not Path(p.model).exists():
+    model = str(Path(p.model).resolve())
+    if not Path(model).exists():
         if not p.build_tiny_from:
             raise SystemExit(f"config error: score.perplexity.model: no model at {p.model!r} (a local folder; "
                              "nothing is downloaded at run time)")
-        from distill.tiny_model import texts_from_files, train_tiny_model
-
         print(f"score: training a tiny reference model at {p.model} (embedded default: its perplexities are "
               "illustrative only)")
-        train_tiny_model(p.model, texts_from_files(p.build_tiny_from))
-    return str(Path(p.model).resolve())
+        train_tiny_in_a_task(spark, model, [str(Path(f).resolve()) for f in p.build_tiny_from])
+    return model
+
+
+def train_tiny_in_a_task(spark, model: str, text_files: list[str]) -> None:
+    """distill.tiny_model.train_tiny_model in one Spark task, with the executor's cores, not in the driver: the
+    Python workers have loaded torch and transformers already (prepare's embedder), which the driver would
+    import for this alone (about 4 s of a first run). The weights are the same whatever the thread count."""
+    import pandas as pd
+
+    local = spark.sparkContext.master.startswith("local")
+    threads = (os.cpu_count() or 1) if local else cores_per_task(spark)  # the only task running
+
+    def run(frames):
+        import torch
+
+        from distill.tiny_model import texts_from_files, train_tiny_model
+
+        for _ in frames:  # the one row only starts the task
+            pass
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            train_tiny_model(model, texts_from_files(text_files))
+        finally:
+            torch.set_num_threads(before)  # the worker's later tasks share the cores again
+        yield pd.DataFrame({"model": [model]})
+
+    spark.range(0, 1, 1, 1).mapInPandas(run, "model string").collect()  # one partition: one task
 
 
 def score_spec(spark, cfg) -> st.ScoreSpec:
-    model = reference_model(cfg)
+    model = reference_model(spark, cfg)
     s = cfg.score
     if model is not None and s.perplexity.engine == "vllm":
         from distill.config import ConfigError, TeacherConfig
