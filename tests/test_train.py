@@ -92,6 +92,8 @@ def weights(folder) -> dict:
     return out
 
 
+# A lost worker is reported once, by the launch: no thread dies beside it (distill.training.launch)
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("launcher", ["horovod", "torch_distributor"])
 def test_a_killed_run_resumes_from_its_last_checkpoint(spark, tiny_model, packed, tmp_path, launcher):
     """Both workers die (exit 137) after step 12; the re-run starts at the step-10 checkpoint and ends with

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 
 # The settings every run of one launch shares: they decide the workers and their process group.
 LAUNCH_KEYS = ("launcher", "num_proc", "use_gpu")
@@ -40,15 +42,35 @@ def launch(spark, specs: list[dict]) -> list[dict]:
     if shared["launcher"] == "horovod":
         import horovod.spark
 
-        results = horovod.spark.run(run_worker, args=(specs,), num_proc=shared["num_proc"], use_gloo=True,
-                                    verbose=0, executable=sys.executable, stdout=sys.stdout, stderr=sys.stderr,
-                                    env=_worker_env(spark))
+        with _quiet_cancelled_horovod_job():
+            results = horovod.spark.run(run_worker, args=(specs,), num_proc=shared["num_proc"], use_gloo=True,
+                                        verbose=0, executable=sys.executable, stdout=sys.stdout, stderr=sys.stderr,
+                                        env=_worker_env(spark))
         return results[0]
     from pyspark.ml.torch.distributor import TorchDistributor
 
     local = spark.sparkContext.master.startswith("local")
     return TorchDistributor(num_processes=shared["num_proc"], local_mode=local, use_gpu=shared["use_gpu"]).run(
         run_worker, specs)
+
+
+@contextlib.contextmanager
+def _quiet_cancelled_horovod_job():
+    """When a worker fails, horovod.spark.run cancels its Spark job group and raises the failure; the thread
+    that waited on that job then dies of the cancellation, and Python would print a second, misleading
+    traceback (a cancelled Spark job) beside the real one. Only that thread's cancellation is dropped: run()
+    joins the thread before it raises, so the hook is back before anything else can use it."""
+    before = threading.excepthook
+
+    def hook(args):
+        if "cancelled job group horovod.spark.run" not in str(args.exc_value):
+            before(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = before
 
 
 def _worker_env(spark) -> dict:
